@@ -1,0 +1,7 @@
+//! Everything the functions share: Twilio's protocol (webhook signatures, TwiML,
+//! the REST client), domain identifiers that cannot hold invalid values,
+//! configuration read once at start-up, and the HTTP plumbing every handler uses.
+
+pub mod ids;
+pub mod secret;
+pub mod twilio;

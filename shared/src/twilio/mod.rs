@@ -1,0 +1,5 @@
+//! Twilio's protocol: webhook signatures, TwiML and the REST API.
+
+pub mod rest;
+pub mod signature;
+pub mod twiml;

@@ -1,0 +1,1 @@
+//! Twilio REST API client.
