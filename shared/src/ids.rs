@@ -100,8 +100,14 @@ fn parse_sid(value: &str, prefix: &str, kind: &'static str) -> Result<(), Invali
             format!("must be {prefix} followed by 32 hex digits"),
         ));
     }
-    if !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        return Err(InvalidId::new(kind, "must contain lowercase hex digits only"));
+    if !hex
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(InvalidId::new(
+            kind,
+            "must contain lowercase hex digits only",
+        ));
     }
     Ok(())
 }
@@ -310,7 +316,7 @@ mod tests {
         for bad in [
             "815076262352",
             "+0815076262352",
-            "+1415555",
+            "+141555",
             "+1234567890123456",
             "+1 415 555 0100",
             "+",

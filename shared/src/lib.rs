@@ -2,6 +2,8 @@
 //! the REST client), domain identifiers that cannot hold invalid values,
 //! configuration read once at start-up, and the HTTP plumbing every handler uses.
 
+pub mod config;
+pub mod http;
 pub mod ids;
 pub mod secret;
 pub mod twilio;

@@ -93,8 +93,7 @@ fn mac(algorithm: Algorithm, key: &[u8], data: &[u8]) -> Vec<u8> {
             m.finalize().into_bytes().to_vec()
         }
         Algorithm::HmacSha256 => {
-            let mut m =
-                Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts any key length");
+            let mut m = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts any key length");
             m.update(data);
             m.finalize().into_bytes().to_vec()
         }
@@ -294,7 +293,12 @@ mod tests {
     fn a_signature_for_one_url_fails_for_another() {
         let v = WebhookValidator::new(Secret::new("token"));
         let p = params(&[("CallSid", "CA1")]);
-        let sig = sign(Algorithm::HmacSha1, b"token", "https://a.example/twilio/voice/inbound", &p);
+        let sig = sign(
+            Algorithm::HmacSha1,
+            b"token",
+            "https://a.example/twilio/voice/inbound",
+            &p,
+        );
         let body = form(&p);
         let good = SignedRequest {
             url: "https://a.example/twilio/voice/inbound",

@@ -477,7 +477,10 @@ impl Conference {
         if !self.recording_status_callback_event.is_empty() {
             e.attr(
                 "recordingStatusCallbackEvent",
-                join(&self.recording_status_callback_event, RecordingEvent::as_str),
+                join(
+                    &self.recording_status_callback_event,
+                    RecordingEvent::as_str,
+                ),
             );
         }
         e.opt("statusCallback", &self.status_callback);
@@ -520,7 +523,10 @@ impl Record {
         if !self.recording_status_callback_event.is_empty() {
             e.attr(
                 "recordingStatusCallbackEvent",
-                join(&self.recording_status_callback_event, RecordingEvent::as_str),
+                join(
+                    &self.recording_status_callback_event,
+                    RecordingEvent::as_str,
+                ),
             );
         }
         e
@@ -542,9 +548,15 @@ mod tests {
     #[test]
     fn attributes_are_escaped() {
         let xml = VoiceResponse::new()
-            .dial(Dial::new(DialTarget::Number("+14155550100".into())).action("https://x/a?b=1&c=\"2\""))
+            .dial(
+                Dial::new(DialTarget::Number("+14155550100".into()))
+                    .action("https://x/a?b=1&c=\"2\""),
+            )
             .to_xml();
-        assert!(xml.contains(r#"action="https://x/a?b=1&amp;c=&quot;2&quot;""#), "{xml}");
+        assert!(
+            xml.contains(r#"action="https://x/a?b=1&amp;c=&quot;2&quot;""#),
+            "{xml}"
+        );
     }
 
     #[test]
