@@ -6,4 +6,5 @@ pub mod config;
 pub mod http;
 pub mod ids;
 pub mod secret;
+pub mod telemetry;
 pub mod twilio;

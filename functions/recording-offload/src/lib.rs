@@ -1,1 +1,43 @@
-//! placeholder
+//! Recording offload: recordings move from Twilio to S3, verified, then deleted at Twilio; plus the sweep and the backlog migration.
+
+use lambda_http::{Body, Request, Response};
+use shared::config::{CommonConfig, ConfigError};
+use shared::http::{ApiError, match_route, respond, route_path};
+
+/// The routes this function serves, as API Gateway route keys. `template.yaml`
+/// declares the same list; a test keeps the two equal.
+pub const ROUTES: &[&str] = &[
+    "POST /twilio/recordings/status",
+    "GET /calls/{callId}/recordings",
+];
+
+/// Everything a handler needs, built once per cold start.
+pub struct App {
+    pub config: CommonConfig,
+}
+
+impl App {
+    pub async fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+        Ok(Self {
+            config: CommonConfig::from_process(sdk).await?,
+        })
+    }
+
+    pub async fn handle(&self, req: Request) -> Response<Body> {
+        respond(self.route(req).await)
+    }
+
+    async fn route(&self, req: Request) -> Result<Response<Body>, ApiError> {
+        let path = route_path(&req);
+        let (route, _params) = match_route(ROUTES, req.method().as_str(), &path)?;
+        Err(ApiError::NotImplemented(route_name(route)))
+    }
+}
+
+fn route_name(route: &str) -> &'static str {
+    ROUTES
+        .iter()
+        .find(|r| **r == route)
+        .copied()
+        .unwrap_or("this route")
+}

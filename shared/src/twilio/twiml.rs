@@ -223,7 +223,7 @@ impl Play {
 /// What `<Dial>` connects to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DialTarget {
-    Conference(Conference),
+    Conference(Box<Conference>),
     /// `<Client>` with the bare identity (no `client:` prefix).
     Client(String),
     /// `<Number>` in E.164.
@@ -252,7 +252,7 @@ impl Dial {
     }
 
     pub fn conference(conference: Conference) -> Self {
-        Self::new(DialTarget::Conference(conference))
+        Self::new(DialTarget::Conference(Box::new(conference)))
     }
 
     pub fn caller_id(mut self, caller_id: impl Into<String>) -> Self {
