@@ -3,7 +3,7 @@
 #   make dev     run the whole system locally (emulators + Twilio simulator + gateway on 127.0.0.1:3000)
 #   make down    stop the local emulators (and the simulator) started by `make dev`
 #   make test    every check: lint (fmt, clippy, cfn-lint, sam validate) + all tests against fresh emulators
-#   make lint    only the lint checks
+#   make lint    only the lint checks (+ a SAM-transform cycle check of template.yaml)
 #   make build   sam build (arm64 via cargo-lambda + zig)
 #   make deploy  sam deploy (--guided the first time)
 
@@ -49,6 +49,7 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cfn-lint template.yaml
 	sam validate --lint --template-file template.yaml
+	python scripts/check-template-cycles.py template.yaml
 
 build:
 	sam build --beta-features
