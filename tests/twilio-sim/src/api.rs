@@ -132,7 +132,13 @@ async fn rest_inner(
     if n > inner.config.max_concurrent_requests {
         return twilio_error(429, 20429, "Too Many Requests");
     }
-    if !authorized(inner, headers) {
+    let segs: Vec<&str> = path.split('/').collect();
+    let is_media = segs.len() == 6
+        && segs[4] == "Recordings"
+        && !segs[5].ends_with(".json")
+        && method == Method::GET;
+    let auth_needed = !is_media || inner.config.media_requires_auth;
+    if auth_needed && !authorized(inner, headers) {
         let mut r = twilio_error(401, 20003, "Authenticate");
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -140,7 +146,6 @@ async fn rest_inner(
         );
         return r;
     }
-    let segs: Vec<&str> = path.split('/').collect();
     // ["", "2010-04-01", "Accounts", "{AccountSid}", ...]
     if segs.len() >= 4 && segs[1] == API_VERSION && segs[2] == "Accounts" {
         let acct = segs[3].strip_suffix(".json").unwrap_or(segs[3]);
@@ -174,11 +179,7 @@ async fn rest_inner(
     };
 
     // Recording media: /Recordings/{Sid}[.wav|.mp3] (not in the JSON spec).
-    if segs.len() == 6
-        && segs[4] == "Recordings"
-        && !segs[5].ends_with(".json")
-        && method == Method::GET
-    {
+    if is_media {
         let Some((sid, fmt)) = media_format(segs[5]) else {
             return not_found(path);
         };
@@ -333,14 +334,16 @@ pub(crate) async fn media(
     let total = fmt.len(duration);
     let cut = inner.take_media_cut(sid);
     let chunks = fmt.chunks(duration, cut);
-    let stream = futures::stream::iter(chunks.map(Ok::<_, std::io::Error>)).chain(
-        futures::stream::iter(cut.map(|_| {
-            Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionAborted,
-                "injected media cut",
-            ))
-        })),
-    );
+    // After a cut, pause so the bytes sent so far reach the client, then fail
+    // the body: hyper closes the connection short of Content-Length.
+    let cut_tail = futures::stream::iter(cut).then(|_| async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "injected media cut",
+        ))
+    });
+    let stream = futures::stream::iter(chunks.map(Ok::<_, std::io::Error>)).chain(cut_tail);
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, fmt.content_type())

@@ -47,7 +47,7 @@ pub enum TwimlError {
 /// Parses a TwiML document and returns the `<Response>` element.
 pub fn parse(doc: &str) -> Result<Node, TwimlError> {
     let mut reader = Reader::from_str(doc);
-    reader.config_mut().trim_text(true);
+    reader.config_mut().trim_text(false);
     let mut stack: Vec<Node> = Vec::new();
     let mut root: Option<Node> = None;
     loop {
