@@ -286,7 +286,11 @@ async fn start_dynamodb(o: &UpOptions, port: u16) -> Result<String, StackError> 
     if o.netns {
         // Inside a private netns DynamoDB Local's *:8000 is loopback-only;
         // bridges carry connections between the host's 127.0.0.1:port and it.
-        let sock = o.state_dir.join("dynamodb.sock");
+        let mut sock = o.state_dir.join("dynamodb.sock");
+        if sock.as_os_str().len() > 100 {
+            // sun_path holds 108 bytes; long clone paths fall back to the temp dir.
+            sock = std::env::temp_dir().join(format!("cc-dynamodb-{port}.sock"));
+        }
         let cc = sh_quote(&o.cc_local.display().to_string());
         let sockq = sh_quote(&sock.display().to_string());
         let inner = format!(
