@@ -2,6 +2,7 @@
 //! the REST client), domain identifiers that cannot hold invalid values,
 //! configuration read once at start-up, and the HTTP plumbing every handler uses.
 
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod ids;
