@@ -315,7 +315,7 @@ async fn concurrency_limit_answers_429_20429() {
             other => panic!("unexpected {other}"),
         }
     }
-    assert!(ok >= 1 && ok <= 2, "ok {ok}");
+    assert!((1..=2).contains(&ok), "ok {ok}");
     assert_eq!(ok + throttled, 6);
 
     // A scripted 429 burst, then normal service.
@@ -1166,4 +1166,58 @@ async fn garbage_gets_twilio_errors_not_panics() {
     }
     // Still serving.
     assert_eq!(rest.get("/Recordings.json").await.0, 200);
+}
+
+#[tokio::test]
+async fn the_binary_serves_with_flags() {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_twilio-sim"))
+        .args([
+            "--port",
+            "0",
+            "--media-port",
+            "0",
+            "--auth-token",
+            "tok-from-flag",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("prints its addresses")
+        .unwrap()
+        .unwrap();
+    // "twilio-sim: API http://127.0.0.1:N media http://127.0.0.1:M account AC…"
+    let api = line.split_whitespace().nth(2).unwrap().to_owned();
+    assert!(api.starts_with("http://127.0.0.1:"), "{line}");
+    let http = reqwest::Client::new();
+    let health = http.get(format!("{api}/_sim/health")).send().await.unwrap();
+    assert_eq!(health.text().await.unwrap(), "ok");
+    let url = format!(
+        "{api}/2010-04-01/Accounts/{}/Recordings.json",
+        twilio_sim::DEFAULT_ACCOUNT_SID
+    );
+    let r = http
+        .get(&url)
+        .basic_auth(twilio_sim::DEFAULT_ACCOUNT_SID, Some("tok-from-flag"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .get(&url)
+        .basic_auth(
+            twilio_sim::DEFAULT_ACCOUNT_SID,
+            Some(twilio_sim::DEFAULT_AUTH_TOKEN),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    child.kill().await.unwrap();
 }
