@@ -214,7 +214,12 @@ async fn cmd_gateway(a: &Args) -> anyhow::Result<()> {
         println!("Twilio REST base: {tw}");
     }
     println!("Ctrl-C to stop.");
-    tokio::signal::ctrl_c().await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {},
+    }
+    // Dropping the gateway kills the function processes.
     drop(gw);
     Ok(())
 }

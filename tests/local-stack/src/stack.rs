@@ -271,7 +271,7 @@ async fn start_dynamodb(o: &UpOptions, port: u16) -> Result<String, StackError> 
         .unwrap_or(Path::new("."))
         .join("DynamoDBLocal_lib");
     let mut java = format!(
-        "exec java -Xms64m -Xmx512m -Djava.library.path={} -jar {} -sharedDb",
+        "exec java -Xms64m -Xmx512m -Djava.library.path={} -jar {} -sharedDb -disableTelemetry",
         sh_quote(&lib.display().to_string()),
         sh_quote(&jar.display().to_string())
     );
@@ -307,6 +307,8 @@ async fn start_dynamodb(o: &UpOptions, port: u16) -> Result<String, StackError> 
         cmd = std::process::Command::new("sh");
         cmd.args(["-c", &format!("{java} -port {port}")]);
     }
+    // It writes dynamodb-local-metadata.json into its working directory.
+    cmd.current_dir(&o.state_dir);
     let pid = spawn_detached(&o.state_dir, name, cmd)?;
     std::fs::write(o.state_dir.join("dynamodb.port"), port.to_string())
         .map_err(io("write port"))?;
