@@ -1,1 +1,189 @@
+//! The end-to-end harness: one isolated copy of the whole system per test.
+//!
+//! Each [`Stack`] provisions its own table, bucket and queues (unique name
+//! prefix) in the shared emulators that `make test` started, starts its own
+//! Twilio simulator, and serves the real function binaries through the local
+//! API gateway and Lambda Runtime API, exactly as `make dev` does. Tests then
+//! talk HTTP over loopback, like Twilio and browsers would.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use local_stack::runtime::ChildOutput;
+use local_stack::stack::LOCAL_TWILIO;
+use local_stack::{Gateway, GatewayConfig, LocalEndpoints, Provisioned, Template, provision};
+use shared::twilio::signature::{Algorithm, sign};
+use twilio_sim::{SimConfig, SimHandle, Simulator};
+
+/// The local value of one of the fixed Twilio test settings.
+pub fn local_twilio(name: &str) -> &'static str {
+    LOCAL_TWILIO
+        .iter()
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| panic!("{name} is not a local Twilio setting"))
+}
+
+pub fn workspace() -> PathBuf {
+    local_stack::workspace_dir()
+}
+
+pub fn template() -> Template {
+    Template::load(Template::workspace_path()).expect("template.yaml parses")
+}
+
+/// Where the function binaries were built (`make test` builds them first).
+pub fn bin_dir() -> PathBuf {
+    let dir = std::env::var("CC_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace().join("target/debug"));
+    for bin in ["voice", "token", "supervise-call", "recording-offload"] {
+        assert!(
+            dir.join(bin).is_file(),
+            "{} is missing: build the functions first (`cargo build --workspace --bins`, which `make test` does)",
+            dir.join(bin).display()
+        );
+    }
+    dir
+}
+
+/// The emulators `make test` started (their endpoints are in the environment).
+pub fn endpoints() -> LocalEndpoints {
+    LocalEndpoints::from_env().unwrap_or_else(|e| {
+        panic!("the emulators are not running ({e}); run the tests with `make test`")
+    })
+}
+
+fn unique_prefix(name: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("e2e-{name}-{}-", &id[..8])
+}
+
+/// One isolated copy of the system.
+pub struct Stack {
+    pub gateway: Gateway,
+    pub sim: SimHandle,
+    pub resources: Provisioned,
+    pub endpoints: LocalEndpoints,
+    pub http: reqwest::Client,
+}
+
+impl Stack {
+    pub async fn start(name: &str) -> Self {
+        Self::start_with(name, None).await
+    }
+
+    /// Like [`Stack::start`], with the functions told that Twilio reaches them on
+    /// `public_base_url` (as behind API Gateway, where it is not the gateway's own address).
+    pub async fn start_with(name: &str, public_base_url: Option<&str>) -> Self {
+        let endpoints = endpoints();
+        let template = template();
+        let resources = provision(&template, &endpoints, &unique_prefix(name))
+            .await
+            .expect("provision the template's resources");
+        let sim = Simulator::start(SimConfig {
+            account_sid: shared::ids::AccountSid::parse(local_twilio("TWILIO_ACCOUNT_SID"))
+                .expect("valid local account SID"),
+            auth_token: shared::secret::Secret::new(local_twilio("TWILIO_AUTH_TOKEN")),
+            api_key_sid: Some(
+                shared::ids::ApiKeySid::parse(local_twilio("TWILIO_API_KEY_SID"))
+                    .expect("valid local key SID"),
+            ),
+            api_key_secret: Some(shared::secret::Secret::new(local_twilio(
+                "TWILIO_API_KEY_SECRET",
+            ))),
+            ..SimConfig::default()
+        })
+        .await
+        .expect("start the Twilio simulator");
+
+        let mut config = GatewayConfig::new(template, bin_dir());
+        let mut env: BTreeMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("AWS_") || k.starts_with("AUTH_") || k == "RUST_LOG")
+            .collect();
+        for (k, v) in LOCAL_TWILIO {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        env.insert("TWILIO_API_BASE_URL".into(), sim.base_url());
+        if let Some(url) = public_base_url {
+            env.insert("PUBLIC_BASE_URL".into(), url.to_owned());
+        }
+        config.env = env;
+        config.bindings = resources.bindings(&endpoints.region);
+        config.sqs = Some(endpoints.clone());
+        config.instances = 2;
+        config.output = if std::env::var("E2E_FUNCTION_LOGS").is_ok() {
+            ChildOutput::Inherit
+        } else {
+            ChildOutput::Null
+        };
+        let gateway = Gateway::start(config)
+            .await
+            .expect("start the local gateway");
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("HTTP client");
+        Self {
+            gateway,
+            sim,
+            resources,
+            endpoints,
+            http,
+        }
+    }
+
+    /// The public URL of one of our routes.
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!(
+            "{}{path_and_query}",
+            self.gateway.url().trim_end_matches('/')
+        )
+    }
+
+    /// `X-Twilio-Signature` for a form POST to `path_and_query`, signed as Twilio would.
+    pub fn twilio_signature(&self, path_and_query: &str, params: &[(String, String)]) -> String {
+        sign(
+            Algorithm::HmacSha1,
+            local_twilio("TWILIO_AUTH_TOKEN").as_bytes(),
+            &self.url(path_and_query),
+            params,
+        )
+    }
+
+    /// POSTs a Twilio-style form to one of our routes with the given signature header.
+    pub async fn post_twilio(
+        &self,
+        path_and_query: &str,
+        params: &[(String, String)],
+        signature: Option<&str>,
+    ) -> reqwest::Response {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params)
+            .finish();
+        let mut req = self
+            .http
+            .post(self.url(path_and_query))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(sig) = signature {
+            req = req.header("x-twilio-signature", sig);
+        }
+        req.send().await.expect("request reaches the local gateway")
+    }
+
+    /// How many items the state table holds: "nothing written" means this did not move.
+    pub async fn state_item_count(&self) -> i32 {
+        self.endpoints
+            .dynamodb_client()
+            .scan()
+            .table_name(&self.resources.table_name)
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .send()
+            .await
+            .expect("scan the state table")
+            .count()
+    }
+}

@@ -1,0 +1,5 @@
+//! Every end-to-end test, compiled as one binary.
+
+mod events;
+mod routes;
+mod signatures;
