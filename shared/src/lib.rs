@@ -7,5 +7,6 @@ pub mod config;
 pub mod http;
 pub mod ids;
 pub mod secret;
+pub mod store;
 pub mod telemetry;
 pub mod twilio;

@@ -68,8 +68,18 @@ fn every_vector_decodes_to_the_same_header_and_claims() {
         let parts: Vec<&str> = token.jwt.split('.').collect();
         assert_eq!(parts.len(), 3);
         // serde_json's Value compares objects regardless of key order.
-        assert_eq!(decode_segment(parts[0]), v["header"], "header, {}", s(v, "identity"));
-        assert_eq!(decode_segment(parts[1]), v["payload"], "claims, {}", s(v, "identity"));
+        assert_eq!(
+            decode_segment(parts[0]),
+            v["header"],
+            "header, {}",
+            s(v, "identity")
+        );
+        assert_eq!(
+            decode_segment(parts[1]),
+            v["payload"],
+            "claims, {}",
+            s(v, "identity")
+        );
         assert_eq!(token.expires_at, v["payload"]["exp"].as_u64().unwrap());
 
         // The official token decodes the same way as ours, under the same key.

@@ -1,0 +1,256 @@
+//! The state table: one DynamoDB table for everything (single-table design).
+//!
+//! Every item has string keys `pk`/`sk`; two sparse global secondary indexes,
+//! `gsi1` (`gsi1pk`/`gsi1sk`) and `gsi2` (`gsi2pk`/`gsi2sk`), hold only the
+//! items that set their keys; `expiresAt` (epoch seconds) is the TTL attribute.
+//!
+//! Every access pattern is named once, in [`keys`]; no other code spells a key.
+//!
+//! | pattern | key condition | index |
+//! |---|---|---|
+//! | agent by identity | `pk = AGENT#<identity>`, `sk = AGENT` | table |
+//! | available agents, longest idle first | `gsi1pk = AGENTS#AVAILABLE`, `gsi1sk` ascending (`<availableSince>#<identity>`) | `gsi1` |
+//!
+//! The `gsi1` entry of an agent exists only while the agent is available, so
+//! the index holds exactly the agents a call may be offered to, oldest
+//! `availableSince` first. Add new patterns (calls, the waiting queue, ...)
+//! to [`keys`] and to this table.
+
+pub mod agents;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType,
+};
+
+/// Key names and the access patterns built from them.
+pub mod keys {
+    pub const PK: &str = "pk";
+    pub const SK: &str = "sk";
+    pub const GSI1: &str = "gsi1";
+    pub const GSI1PK: &str = "gsi1pk";
+    pub const GSI1SK: &str = "gsi1sk";
+    pub const GSI2: &str = "gsi2";
+    pub const GSI2PK: &str = "gsi2pk";
+    pub const GSI2SK: &str = "gsi2sk";
+    /// The TTL attribute (epoch seconds).
+    pub const EXPIRES_AT: &str = "expiresAt";
+
+    /// Pattern "agent by identity": the agent's item.
+    pub fn agent(identity: &crate::ids::ClientIdentity) -> (String, &'static str) {
+        (format!("AGENT#{identity}"), "AGENT")
+    }
+
+    /// Pattern "available agents, longest idle first": the `gsi1` partition.
+    pub const AGENTS_AVAILABLE: &str = "AGENTS#AVAILABLE";
+
+    /// The `gsi1` sort key of an available agent. `since` is a fixed-width
+    /// UTC timestamp, so the string order is the time order; the identity
+    /// breaks ties and keeps entries distinct.
+    pub fn agent_available_sort(since: &str, identity: &crate::ids::ClientIdentity) -> String {
+        format!("{since}#{identity}")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("DynamoDB: {0}")]
+    Dynamo(String),
+    #[error("stored item is malformed: {0}")]
+    Corrupt(String),
+    /// Optimistic concurrency gave up after repeated conflicting writes.
+    #[error("too many concurrent updates to {0}")]
+    Contention(String),
+}
+
+impl StoreError {
+    pub(crate) fn sdk<E, R>(e: SdkError<E, R>) -> Self
+    where
+        E: std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        Self::Dynamo(DisplayErrorContext(e).to_string())
+    }
+}
+
+impl From<StoreError> for crate::http::ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Contention(what) => {
+                Self::Conflict(format!("{what} is being changed concurrently; retry"))
+            }
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The table handle: a client built once per cold start, and the table name.
+#[derive(Debug, Clone)]
+pub struct Table {
+    client: Client,
+    name: String,
+}
+
+impl Table {
+    pub fn new(client: Client, name: impl Into<String>) -> Self {
+        Self {
+            client,
+            name: name.into(),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Creates a table of the template's shape (`StateTable`). For tests and
+    /// local runs; in AWS the template creates it.
+    pub async fn create(client: Client, name: impl Into<String>) -> Result<Self, StoreError> {
+        let name = name.into();
+        let attr = |n: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(n)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(|e| StoreError::Dynamo(e.to_string()))
+        };
+        let key = |n: &str, t: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(n)
+                .key_type(t)
+                .build()
+                .map_err(|e| StoreError::Dynamo(e.to_string()))
+        };
+        let gsi = |index: &str, pk: &str, sk: &str| -> Result<GlobalSecondaryIndex, StoreError> {
+            GlobalSecondaryIndex::builder()
+                .index_name(index)
+                .key_schema(key(pk, KeyType::Hash)?)
+                .key_schema(key(sk, KeyType::Range)?)
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .map_err(|e| StoreError::Dynamo(e.to_string()))
+        };
+        let mut req = client
+            .create_table()
+            .table_name(&name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(key(keys::PK, KeyType::Hash)?)
+            .key_schema(key(keys::SK, KeyType::Range)?)
+            .global_secondary_indexes(gsi(keys::GSI1, keys::GSI1PK, keys::GSI1SK)?)
+            .global_secondary_indexes(gsi(keys::GSI2, keys::GSI2PK, keys::GSI2SK)?);
+        for a in [
+            keys::PK,
+            keys::SK,
+            keys::GSI1PK,
+            keys::GSI1SK,
+            keys::GSI2PK,
+            keys::GSI2SK,
+        ] {
+            req = req.attribute_definitions(attr(a)?);
+        }
+        req.send().await.map_err(StoreError::sdk)?;
+        Ok(Self::new(client, name))
+    }
+}
+
+/// A fixed-width UTC timestamp with milliseconds (`2026-11-23T10:00:00.123Z`):
+/// lexicographic order is time order, which the idle-time index relies on.
+pub fn timestamp(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_sort_as_time() {
+        let a = time::macros::datetime!(2026-11-23 09:59:59.999 UTC);
+        let b = time::macros::datetime!(2026-11-23 10:00:00 UTC);
+        assert_eq!(timestamp(a), "2026-11-23T09:59:59.999Z");
+        assert_eq!(timestamp(b), "2026-11-23T10:00:00.000Z");
+        assert!(timestamp(a) < timestamp(b));
+    }
+}
+
+/// Test support (feature `test-support`): a fresh, uniquely named table in
+/// DynamoDB Local.
+#[cfg(feature = "test-support")]
+pub mod testing {
+    use super::{StoreError, Table};
+
+    /// A client for the DynamoDB endpoint at `endpoint` with dummy credentials.
+    pub fn local_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
+        let conf = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "cclocal",
+                "cclocalsecret",
+                None,
+                None,
+                "test",
+            ))
+            .endpoint_url(endpoint)
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(conf)
+    }
+
+    /// A new table named `<prefix><pid>-<random>`; tests never share one.
+    pub async fn fresh_table(endpoint: &str, prefix: &str) -> Result<Table, StoreError> {
+        let name = format!(
+            "{prefix}{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        );
+        Table::create(local_client(endpoint), name).await
+    }
+
+    /// Every item in the table, sorted by key: tests compare snapshots to
+    /// prove a refused request changed nothing.
+    pub async fn snapshot(table: &Table) -> Result<Vec<String>, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = table
+                .client()
+                .scan()
+                .table_name(table.name())
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(StoreError::sdk)?;
+            for item in out.items.unwrap_or_default() {
+                let sorted: std::collections::BTreeMap<_, _> = item.into_iter().collect();
+                items.push(format!("{sorted:?}"));
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        items.sort();
+        Ok(items)
+    }
+}
