@@ -408,6 +408,16 @@ fn update_call(inner: &Shared, path: &str, sid: &str, form: &FormMap<'_>) -> Res
     fetch_call(inner, path, sid)
 }
 
+/// `Timeout` of a dialled leg: how long it rings before no-answer (Twilio: 5..600, default 60).
+fn ring_timeout(form: &FormMap<'_>) -> std::time::Duration {
+    let secs = form
+        .get("Timeout")
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(60)
+        .clamp(1, 600);
+    std::time::Duration::from_secs(secs)
+}
+
 fn create_call(inner: &Shared, form: &FormMap<'_>) -> Response {
     let (Some(to), Some(from)) = (form.get("To"), form.get("From")) else {
         return twilio_error(400, 21201, "To and From are required");
@@ -437,14 +447,15 @@ fn create_call(inner: &Shared, form: &FormMap<'_>) -> Response {
     };
     let runner = Arc::clone(inner);
     let to_owned = to.to_owned();
+    let timeout = ring_timeout(form);
     let call = sid.clone();
     tokio::spawn(async move {
         Arc::clone(&runner)
-            .ring_api_leg(call.clone(), to_owned)
+            .ring_api_leg(call.clone(), to_owned, timeout)
             .await;
         // Once answered, run its TwiML.
         let answered = runner
-            .wait_for_state(std::time::Duration::from_secs(60), |st| {
+            .wait_for_state(timeout + std::time::Duration::from_secs(1), |st| {
                 st.calls.get(&call).is_none_or(|c| c.status != "ringing")
             })
             .await;
@@ -941,7 +952,7 @@ fn create_participant(inner: &Shared, conf: &str, form: &FormMap<'_>) -> Respons
         (call_sid, json)
     };
     inner.notify();
-    tokio::spawn(Arc::clone(inner).ring_api_leg(call_sid, to.to_owned()));
+    tokio::spawn(Arc::clone(inner).ring_api_leg(call_sid, to.to_owned(), ring_timeout(form)));
     json_response(StatusCode::CREATED, json.unwrap_or(Value::Null))
 }
 

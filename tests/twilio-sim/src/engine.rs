@@ -460,7 +460,28 @@ impl Inner {
             conf.start_time = Some(now);
             self.conference_event(conf, "start", "conference-start", None, Vec::new());
             if conf.record {
-                conf.recording_sid = Some(RecordingSid::random());
+                let rec_sid = RecordingSid::random();
+                conf.recording_sid = Some(rec_sid.clone());
+                if let Some(url) = conf.recording_status_callback.clone()
+                    && conf
+                        .recording_status_callback_events
+                        .iter()
+                        .any(|e| e == "in-progress")
+                {
+                    let rec = RecordingInfo {
+                        sid: rec_sid,
+                        call_sid: conf.joined.first().cloned(),
+                        conference_sid: Some(conf.sid.clone()),
+                        date_created: now,
+                        start_time: now,
+                        duration_secs: 0,
+                        channels: 1,
+                        source: "DialConference".to_owned(),
+                        status: "in-progress".to_owned(),
+                        deleted: false,
+                    };
+                    self.recording_callback(&url, &rec);
+                }
             }
         }
     }
@@ -1178,7 +1199,7 @@ impl Inner {
     }
 
     /// Rings an API-created leg and settles it per its script.
-    pub async fn ring_api_leg(self: Arc<Self>, call_sid: CallSid, to: String) {
+    pub async fn ring_api_leg(self: Arc<Self>, call_sid: CallSid, to: String, timeout: Duration) {
         let behavior = {
             let mut st = self.lock();
             if let Some(c) = st.calls.get_mut(&call_sid) {
@@ -1209,7 +1230,14 @@ impl Inner {
             LegBehavior::Fail => {
                 let _ = self.settle_leg(&call_sid, LegOutcome::Failed);
             }
-            LegBehavior::Ring => {}
+            LegBehavior::Ring => {
+                // Unanswered by the test within the leg's Timeout: no-answer.
+                let inner = Arc::clone(&self);
+                tokio::spawn(async move {
+                    tokio::time::sleep(timeout).await;
+                    let _ = inner.settle_leg(&call_sid, LegOutcome::NoAnswer);
+                });
+            }
         }
     }
 

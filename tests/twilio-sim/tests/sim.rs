@@ -24,7 +24,7 @@ fn conference_twiml(app: &App, name: &str) -> String {
   <Dial>
     <Conference startConferenceOnEnter="false" endConferenceOnExit="true" beep="false"
       participantLabel="customer" waitUrl="{b}/hold-music" record="record-from-start"
-      recordingStatusCallback="{b}/recordings/status" recordingStatusCallbackEvent="completed"
+      recordingStatusCallback="{b}/recordings/status" recordingStatusCallbackEvent="in-progress completed"
       statusCallback="{b}/conference/status"
       statusCallbackEvent="start end join leave mute hold modify">{name}</Conference>
   </Dial>
@@ -745,7 +745,7 @@ async fn full_scripted_call_with_supervision_and_recording() {
     // 6. The recording callback arrives; the recording is in the API, with media.
     let rec_cb = sim
         .wait_for_callback("recording callback", WAIT, |c| {
-            c.url.ends_with("/recordings/status")
+            c.url.ends_with("/recordings/status") && c.param("RecordingStatus") == Some("completed")
         })
         .await
         .unwrap();
@@ -836,6 +836,20 @@ async fn full_scripted_call_with_supervision_and_recording() {
         Some(customer.as_str())
     );
 
+    let rec_events: Vec<&str> = app
+        .received_on("/recordings/status")
+        .iter()
+        .map(|r| r.param("RecordingStatus").unwrap())
+        .map(|s| {
+            if s == "in-progress" {
+                "in-progress"
+            } else {
+                "completed"
+            }
+        })
+        .collect();
+    assert_eq!(rec_events, ["in-progress", "completed"]);
+
     // The agent leg's call progress.
     let progress: Vec<String> = app
         .received_on("/participant/status")
@@ -887,6 +901,23 @@ async fn client_legs_busy_no_answer_and_canceled() {
         .await
         .unwrap();
     assert!(sim.answer_call(&sids[2]).is_err(), "not ringing any more");
+
+    // A leg left ringing past its Timeout: no-answer.
+    sim.set_leg_behavior("client:sleepy", LegBehavior::Ring);
+    let (s, v) = rest
+        .post(
+            "/Conferences/room-legs3/Participants.json",
+            &[
+                ("From", "+15559870000"),
+                ("To", "client:sleepy"),
+                ("Timeout", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    sim.wait_for_call_status(&sid(&v), "no-answer", WAIT)
+        .await
+        .unwrap();
 
     // A ringing leg canceled through the Calls API.
     sim.set_leg_behavior("client:late", LegBehavior::Ring);
