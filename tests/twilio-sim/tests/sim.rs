@@ -836,17 +836,10 @@ async fn full_scripted_call_with_supervision_and_recording() {
         Some(customer.as_str())
     );
 
-    let rec_events: Vec<&str> = app
+    let rec_events: Vec<String> = app
         .received_on("/recordings/status")
         .iter()
-        .map(|r| r.param("RecordingStatus").unwrap())
-        .map(|s| {
-            if s == "in-progress" {
-                "in-progress"
-            } else {
-                "completed"
-            }
-        })
+        .map(|r| r.param("RecordingStatus").unwrap().to_owned())
         .collect();
     assert_eq!(rec_events, ["in-progress", "completed"]);
 
