@@ -83,6 +83,9 @@ pub(crate) struct State {
     pub api_requests: Vec<ApiRequest>,
     pub leg_behaviors: HashMap<String, LegBehavior>,
     continuations: HashMap<CallSid, Continuation>,
+    /// Conference-level settings each not-yet-connected participant brought;
+    /// the first participant to connect defines the conference's.
+    conf_settings: HashMap<CallSid, JoinOpts>,
 }
 
 pub(crate) struct Outgoing {
@@ -417,6 +420,7 @@ impl Inner {
     ) {
         let now = self.now();
         let conf_sid = st.conferences[idx].sid.clone();
+        st.conf_settings.insert(call_sid.clone(), opts.clone());
         st.conferences[idx].participants.push(ParticipantInfo {
             call_sid: call_sid.clone(),
             label: opts.label.clone(),
@@ -441,6 +445,7 @@ impl Inner {
     /// Connects a participant: participant-join, and conference-start when due.
     pub fn connect_participant(&self, st: &mut State, idx: usize, call_sid: &CallSid) {
         let now = self.now();
+        let settings = st.conf_settings.remove(call_sid);
         let conf = &mut st.conferences[idx];
         let Some(p) = conf
             .participants
@@ -450,6 +455,21 @@ impl Inner {
             return;
         };
         p.status = "connected".to_owned();
+        if conf.joined.is_empty()
+            && let Some(o) = settings
+        {
+            // Twilio takes these from the first participant only.
+            conf.status_callback = o.status_callback;
+            conf.status_callback_events = o.status_callback_events;
+            conf.record = o.record;
+            conf.recording_status_callback = o.recording_status_callback;
+            conf.recording_status_callback_events = if o.recording_status_callback_events.is_empty()
+            {
+                vec!["completed".to_owned()]
+            } else {
+                o.recording_status_callback_events
+            };
+        }
         p.date_updated = now;
         let p = p.clone();
         conf.joined.push(call_sid.clone());
@@ -665,6 +685,7 @@ impl Inner {
     pub fn finish_call(self: &Arc<Self>, st: &mut State, call_sid: &CallSid, status: &str) {
         let now = self.now();
         st.continuations.remove(call_sid);
+        st.conf_settings.remove(call_sid);
         let Some(c) = st.calls.get_mut(call_sid) else {
             return;
         };
@@ -991,16 +1012,7 @@ impl Inner {
             ),
         };
         let idx = match Self::live_conf_idx(st, &name) {
-            Some(i) => {
-                let conf = &mut st.conferences[i];
-                // Conference settings come from the first participant only.
-                if conf.joined.is_empty() && conf.participants.is_empty() {
-                    conf.status_callback = opts.status_callback.clone();
-                    conf.status_callback_events = opts.status_callback_events.clone();
-                    conf.record = opts.record;
-                }
-                i
-            }
+            Some(i) => i,
             None => self.create_conference(st, &name, &opts),
         };
         if let Some(w) = conf.attr("waitUrl") {
@@ -1219,6 +1231,7 @@ impl Inner {
         self.notify();
         match behavior {
             LegBehavior::Answer => {
+                tokio::time::sleep(self.config.answer_delay).await;
                 let _ = self.answer_leg(&call_sid);
             }
             LegBehavior::Busy => {

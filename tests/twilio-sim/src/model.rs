@@ -81,6 +81,8 @@ pub struct SimConfig {
     pub media_requires_auth: bool,
     /// Timeout of every outgoing webhook request.
     pub webhook_timeout: Duration,
+    /// How long a leg scripted to answer rings first (real Twilio: seconds).
+    pub answer_delay: Duration,
 }
 
 impl Default for SimConfig {
@@ -99,6 +101,7 @@ impl Default for SimConfig {
             record_verb_duration: Duration::from_secs(5),
             media_requires_auth: true,
             webhook_timeout: Duration::from_secs(15),
+            answer_delay: Duration::from_millis(200),
         }
     }
 }

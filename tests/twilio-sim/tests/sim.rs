@@ -951,6 +951,42 @@ async fn client_legs_busy_no_answer_and_canceled() {
 }
 
 #[tokio::test]
+async fn conference_settings_come_from_the_first_participant_to_connect() {
+    // The app adds the agent (by friendly name) while answering the customer's
+    // webhook, so the conference exists before the customer's TwiML joins it.
+    let app = App::start().await;
+    app.set_voice_twiml(&conference_twiml(&app, "race-room"));
+    let sim = start(Some(&app)).await;
+    let rest = Rest::new(&sim);
+    sim.set_leg_behavior("client:bob", LegBehavior::Ring);
+    let (s, v) = rest
+        .post(
+            "/Conferences/race-room/Participants.json",
+            &[("From", "+15559870000"), ("To", "client:bob")],
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let agent = sid(&v);
+    sim.wait_for_call_status(&agent, "ringing", WAIT)
+        .await
+        .unwrap();
+    let customer = sim
+        .place_inbound_call("+15551230009", "+15559870000")
+        .await
+        .unwrap();
+    assert_eq!(sim.conferences().len(), 1, "one conference");
+    sim.answer_call(&agent).unwrap();
+    sim.wait_for("conference-start", WAIT, |_| {
+        app.received_on("/conference/status")
+            .iter()
+            .any(|r| r.param("StatusCallbackEvent") == Some("conference-start"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(sim.hears(&customer), vec![agent]);
+}
+
+#[tokio::test]
 async fn duplicated_and_reordered_callbacks() {
     let app = App::start().await;
     app.set_voice_twiml(&conference_twiml(&app, "dup-room"));
