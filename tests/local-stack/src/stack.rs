@@ -23,10 +23,10 @@ pub enum StackError {
     },
     #[error("{0} not found; run scripts/install-tools.sh")]
     ToolMissing(String),
-    #[error("{name} did not become ready within {secs}s; see {log}")]
+    #[error("{name} did not become ready ({why}); see {log}")]
     NotReady {
         name: String,
-        secs: u64,
+        why: String,
         log: String,
     },
     #[error(transparent)]
@@ -211,17 +211,23 @@ pub async fn wait_http(
         .build()
         .map_err(|e| StackError::Cognito(e.to_string()))?;
     let start = Instant::now();
-    let not_ready = || StackError::NotReady {
+    let not_ready = |why: String| StackError::NotReady {
         name: name.to_string(),
-        secs: timeout.as_secs(),
+        why,
         log: log.display().to_string(),
     };
     loop {
         if client.get(url).send().await.is_ok() {
             return Ok(());
         }
-        if pid.is_some_and(|p| !alive(p)) || start.elapsed() > timeout {
-            return Err(not_ready());
+        if let Some(p) = pid.filter(|p| !alive(*p)) {
+            return Err(not_ready(format!("process {p} exited")));
+        }
+        if start.elapsed() > timeout {
+            return Err(not_ready(format!(
+                "no answer within {}s",
+                timeout.as_secs()
+            )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -363,6 +369,13 @@ async fn start_simple(
 /// Starts (or reuses) every emulator, provisions the template, writes `<state>/env`.
 pub async fn up(o: &UpOptions, template: &Template) -> Result<Stack, StackError> {
     std::fs::create_dir_all(&o.state_dir).map_err(io("create state dir"))?;
+    // Absolute paths: processes run with other working directories.
+    let mut abs = o.clone();
+    abs.state_dir = o
+        .state_dir
+        .canonicalize()
+        .map_err(io("resolve state dir"))?;
+    let o = &abs;
     let ddb_port = pick(o.dynamodb_port)?;
     let s3_port = pick(o.s3_port)?;
     let sqs_port = pick(o.sqs_port)?;
