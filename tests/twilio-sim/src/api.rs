@@ -213,40 +213,42 @@ async fn rest_inner(
         }
     };
     let p = &matched.path_params;
+    // Every name below is a parameter of the template matched; "" is unreachable.
+    let g = |k: &str| p.get(k).map_or("", String::as_str);
     let form_map = FormMap(&form);
     let tail = matched
         .template
         .strip_prefix("/2010-04-01/Accounts/{AccountSid}")
         .unwrap_or("");
     match (method.as_str(), tail) {
-        ("GET", "/Calls/{Sid}.json") => fetch_call(inner, path, &p["Sid"]),
-        ("POST", "/Calls/{Sid}.json") => update_call(inner, path, &p["Sid"], &form_map),
+        ("GET", "/Calls/{Sid}.json") => fetch_call(inner, path, g("Sid")),
+        ("POST", "/Calls/{Sid}.json") => update_call(inner, path, g("Sid"), &form_map),
         ("GET", "/Calls.json") => list_calls(inner, path, &query),
         ("POST", "/Calls.json") => create_call(inner, &form_map),
         ("GET", "/Conferences.json") => list_conferences(inner, path, &query),
-        ("GET", "/Conferences/{Sid}.json") => fetch_conference(inner, path, &p["Sid"]),
-        ("POST", "/Conferences/{Sid}.json") => update_conference(inner, path, &p["Sid"], &form_map),
+        ("GET", "/Conferences/{Sid}.json") => fetch_conference(inner, path, g("Sid")),
+        ("POST", "/Conferences/{Sid}.json") => update_conference(inner, path, g("Sid"), &form_map),
         ("GET", "/Conferences/{ConferenceSid}/Participants.json") => {
-            list_participants(inner, path, &p["ConferenceSid"], &query)
+            list_participants(inner, path, g("ConferenceSid"), &query)
         }
         ("POST", "/Conferences/{ConferenceSid}/Participants.json") => {
-            create_participant(inner, &p["ConferenceSid"], &form_map)
+            create_participant(inner, g("ConferenceSid"), &form_map)
         }
         ("GET", "/Conferences/{ConferenceSid}/Participants/{CallSid}.json") => {
-            fetch_participant(inner, path, &p["ConferenceSid"], &p["CallSid"])
+            fetch_participant(inner, path, g("ConferenceSid"), g("CallSid"))
         }
         ("POST", "/Conferences/{ConferenceSid}/Participants/{CallSid}.json") => {
-            update_participant(inner, path, &p["ConferenceSid"], &p["CallSid"], &form_map)
+            update_participant(inner, path, g("ConferenceSid"), g("CallSid"), &form_map)
         }
         ("DELETE", "/Conferences/{ConferenceSid}/Participants/{CallSid}.json") => {
-            delete_participant(inner, path, &p["ConferenceSid"], &p["CallSid"])
+            delete_participant(inner, path, g("ConferenceSid"), g("CallSid"))
         }
         ("GET", "/Recordings.json") => list_recordings(inner, path, &query, None),
         ("GET", "/Conferences/{ConferenceSid}/Recordings.json") => {
-            list_recordings(inner, path, &query, Some(&p["ConferenceSid"]))
+            list_recordings(inner, path, &query, Some(g("ConferenceSid")))
         }
-        ("GET", "/Recordings/{Sid}.json") => fetch_recording(inner, path, &p["Sid"]),
-        ("DELETE", "/Recordings/{Sid}.json") => delete_recording(inner, path, &p["Sid"]),
+        ("GET", "/Recordings/{Sid}.json") => fetch_recording(inner, path, g("Sid")),
+        ("DELETE", "/Recordings/{Sid}.json") => delete_recording(inner, path, g("Sid")),
         _ => twilio_error(
             501,
             20001,
@@ -510,7 +512,8 @@ fn page_with<T>(
     let page_no: usize = get("Page").and_then(|v| v.parse().ok()).unwrap_or(0);
     let start_idx = match get("PageToken") {
         Some(tok) => {
-            let (dir, sid) = tok.split_at(tok.len().min(2));
+            let dir = tok.get(..2).unwrap_or("");
+            let sid = tok.get(2..).unwrap_or("");
             match (dir, anchor(sid)) {
                 ("PA", Some((_, after))) => after,
                 ("PB", Some((at, _))) => at.saturating_sub(page_size),

@@ -238,9 +238,12 @@ async fn advance_clock(State(inner): State<Shared>, body: Option<Json<AdvanceBod
     let Some(Json(body)) = body else {
         return bad("expected JSON {\"seconds\": n}");
     };
-    inner
+    let ms = body.seconds.saturating_mul(1000);
+    let _ = inner
         .clock_offset_ms
-        .fetch_add(body.seconds.saturating_mul(1000), Ordering::SeqCst);
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |o| {
+            Some(o.saturating_add(ms))
+        });
     inner.notify();
     StatusCode::NO_CONTENT.into_response()
 }

@@ -171,8 +171,12 @@ pub(crate) struct JoinOpts {
 
 impl Inner {
     pub fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
-            + Duration::from_millis(self.clock_offset_ms.load(Ordering::SeqCst))
+        let real = OffsetDateTime::now_utc();
+        let offset = Duration::from_millis(self.clock_offset_ms.load(Ordering::SeqCst));
+        time::Duration::try_from(offset)
+            .ok()
+            .and_then(|d| real.checked_add(d))
+            .unwrap_or(real)
     }
 
     pub fn lock(&self) -> MutexGuard<'_, State> {

@@ -417,9 +417,13 @@ impl SimHandle {
 
     /// Moves the simulator's clock forward (recording durations, timestamps).
     pub fn advance_clock(&self, by: Duration) {
-        self.inner
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        let _ = self
+            .inner
             .clock_offset_ms
-            .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |o| {
+                Some(o.saturating_add(ms))
+            });
         self.inner.notify();
     }
 
@@ -448,7 +452,14 @@ impl Inner {
         let mut out = Vec::with_capacity(seed.count);
         let mut st = self.lock();
         for i in 0..seed.count {
-            let at = seed.first + seed.interval * i as u32;
+            let Some(at) = u32::try_from(i)
+                .ok()
+                .and_then(|i| seed.interval.checked_mul(i))
+                .and_then(|d| time::Duration::try_from(d).ok())
+                .and_then(|d| seed.first.checked_add(d))
+            else {
+                break;
+            };
             let sid = RecordingSid::random();
             st.recordings.push(RecordingInfo {
                 sid: sid.clone(),

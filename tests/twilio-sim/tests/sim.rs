@@ -1186,6 +1186,36 @@ async fn control_endpoints_drive_the_simulator() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+
+    // Absurd inputs do not break it.
+    let r = http
+        .post(format!("{base}/_sim/recordings/seed"))
+        .json(
+            &serde_json::json!({"count": 5, "first": "2026-03-01T00:00:00Z", "interval": u64::MAX}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .post(format!("{base}/_sim/clock/advance"))
+        .json(&serde_json::json!({"seconds": u64::MAX}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        rest.get("/Recordings.json?PageToken=%E2%82%AC%E2%82%AC")
+            .await
+            .0,
+        400
+    );
+    let call2 = sim
+        .place_inbound_call("+15551230008", "+15559870000")
+        .await
+        .unwrap();
+    assert!(sim.call(&call2).is_some());
+    assert_eq!(rest.get(&format!("/Calls/{call2}.json")).await.0, 200);
 }
 
 #[tokio::test]
