@@ -155,6 +155,19 @@ impl Verifier {
         Self { config, jwks }
     }
 
+    /// With its own HTTP client: a JWKS endpoint that hangs must not hold a
+    /// request until the Lambda times out.
+    pub fn with_default_client(config: AuthConfig) -> Result<Self, ConfigError> {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+            .map_err(|e| ConfigError::Invalid {
+                name: "AUTH_JWKS_URL",
+                reason: format!("cannot build an HTTP client: {e}"),
+            })?;
+        Ok(Self::new(config, http))
+    }
+
     pub fn with_jwks(config: AuthConfig, jwks: JwksCache) -> Self {
         Self { config, jwks }
     }
