@@ -20,7 +20,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 
 CC_LOCAL := target/debug/cc-local
 
-.PHONY: help install-tools build-local dev down test test-only lint build deploy
+.PHONY: help install-tools build-local dev down test test-only lint lint-fmt lint-clippy lint-template build deploy
 
 help:
 	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
@@ -44,9 +44,16 @@ test: lint test-only
 test-only: install-tools
 	@scripts/test.sh
 
-lint:
+# Separate targets so `make -k lint` reports every failing check.
+lint: lint-fmt lint-clippy lint-template
+
+lint-fmt:
 	cargo fmt --all -- --check
+
+lint-clippy:
 	cargo clippy --workspace --all-targets -- -D warnings
+
+lint-template: install-tools
 	cfn-lint template.yaml
 	sam validate --lint --template-file template.yaml
 	python scripts/check-template-cycles.py template.yaml
