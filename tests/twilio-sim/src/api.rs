@@ -136,7 +136,7 @@ async fn rest_inner(
     let is_media = segs.len() == 6
         && segs[4] == "Recordings"
         && !segs[5].ends_with(".json")
-        && method == Method::GET;
+        && (method == Method::GET || method == Method::HEAD);
     let auth_needed = !is_media || inner.config.media_requires_auth;
     if auth_needed && !authorized(inner, headers) {
         let mut r = twilio_error(401, 20003, "Authenticate");
@@ -334,8 +334,29 @@ pub(crate) async fn media(
         return (StatusCode::NOT_FOUND, "not found").into_response();
     };
     let total = fmt.len(duration);
+    let range = match headers
+        .get(header::RANGE)
+        .map(|v| v.to_str().map(parse_range))
+    {
+        None => None,
+        Some(Ok(Some((start, end)))) if start < total => {
+            Some((start, end.unwrap_or(total - 1).min(total - 1)))
+        }
+        Some(_) => {
+            return Response::builder()
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{total}"))
+                .body(Body::empty())
+                .unwrap_or_else(|_| StatusCode::RANGE_NOT_SATISFIABLE.into_response());
+        }
+    };
+    if range.is_some_and(|(s, e)| e < s) {
+        return StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+    }
+    let (start, stop) = range.map_or((0, total), |(s, e)| (s, e + 1));
+    let length = stop - start;
     let cut = inner.take_media_cut(sid);
-    let chunks = fmt.chunks(duration, cut);
+    let chunks = fmt.range_chunks(duration, start, cut.map_or(stop, |c| stop.min(start + c)));
     // After a cut, pause so the bytes sent so far reach the client, then fail
     // the body: hyper closes the connection short of Content-Length.
     let cut_tail = futures::stream::iter(cut).then(|_| async {
@@ -346,15 +367,38 @@ pub(crate) async fn media(
         ))
     });
     let stream = futures::stream::iter(chunks.map(Ok::<_, std::io::Error>)).chain(cut_tail);
-    Response::builder()
-        .status(StatusCode::OK)
+    let mut builder = Response::builder()
         .header(header::CONTENT_TYPE, fmt.content_type())
-        .header(header::CONTENT_LENGTH, total)
+        .header(header::CONTENT_LENGTH, length)
+        .header(header::ACCEPT_RANGES, "bytes");
+    builder = match range {
+        Some(_) => builder.status(StatusCode::PARTIAL_CONTENT).header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{total}", stop - 1),
+        ),
+        None => builder.status(StatusCode::OK),
+    };
+    builder
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 use futures::StreamExt as _;
+
+/// `bytes=a-b` or `bytes=a-` (one range only).
+fn parse_range(v: &str) -> Option<(u64, Option<u64>)> {
+    let spec = v.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let start = a.trim().parse().ok()?;
+    let end = match b.trim() {
+        "" => None,
+        e => Some(e.parse().ok()?),
+    };
+    Some((start, end))
+}
 
 fn fetch_call(inner: &Shared, path: &str, sid: &str) -> Response {
     let st = inner.lock();

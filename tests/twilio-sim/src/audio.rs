@@ -72,7 +72,18 @@ impl MediaFormat {
     pub fn chunks(self, duration_secs: u64, cut_after: Option<u64>) -> impl Iterator<Item = Bytes> {
         let total = self.len(duration_secs);
         let stop = cut_after.map_or(total, |c| c.min(total));
-        let mut pos = 0u64;
+        self.range_chunks(duration_secs, 0, stop)
+    }
+
+    /// Bytes `[start, stop)` as chunks.
+    pub fn range_chunks(
+        self,
+        duration_secs: u64,
+        start: u64,
+        stop: u64,
+    ) -> impl Iterator<Item = Bytes> {
+        let stop = stop.min(self.len(duration_secs));
+        let mut pos = start;
         std::iter::from_fn(move || {
             if pos >= stop {
                 return None;

@@ -554,6 +554,35 @@ async fn media_redirects_to_another_host_without_credentials() {
         .unwrap();
     assert_eq!(r.bytes().await.unwrap().len(), 44 + 7 * 16_000);
 
+    // Ranged reads (to resume a download) and HEAD.
+    let r = follow
+        .get(&location)
+        .header("range", "bytes=40-99")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes 40-99/{}", 44 + 7 * 16_000).as_str()
+    );
+    let part = r.bytes().await.unwrap();
+    assert_eq!(part.len(), 60);
+    assert_eq!(&part[0..4], &(7u32 * 16_000).to_le_bytes());
+    let r = follow
+        .get(&location)
+        .header("range", "bytes=999999999-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    let r = follow.head(&location).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-length"],
+        (44 + 7 * 16_000).to_string().as_str()
+    );
+
     // Deleted: gone from the API and from the media host.
     assert_eq!(rest.delete(&format!("/Recordings/{rec}.json")).await, 204);
     let r = no_follow
