@@ -3,6 +3,7 @@
 //! DynamoDB Local and a local token issuer. After every refused request the
 //! table is unchanged.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use lambda_http::{Body, Request, Response};
@@ -21,15 +22,16 @@ const API_KEY_SID: &str = "SK33545a3c0202219ec0605e636d32b327";
 const API_KEY_SECRET: &str = "test-api-key-secret-0000000000001";
 const APP_SID: &str = "AP620104d159e8489b0ac35e5fa870d0a7";
 
-static DYNAMODB: OnceCell<String> = OnceCell::const_new();
+static STACK: OnceCell<BTreeMap<String, String>> = OnceCell::const_new();
 
-/// DynamoDB Local: `AWS_ENDPOINT_URL_DYNAMODB` when `make test` exported it,
-/// else the local-stack test emulators (started once, reused by later runs).
-async fn endpoint() -> &'static str {
-    DYNAMODB
+/// The local emulators' environment (DynamoDB Local, moto's Cognito pool):
+/// the process environment when `make test` exported it, else the
+/// local-stack test emulators (started once, reused by later runs).
+async fn stack_env() -> &'static BTreeMap<String, String> {
+    STACK
         .get_or_init(|| async {
-            if let Ok(ep) = std::env::var("AWS_ENDPOINT_URL_DYNAMODB") {
-                return ep;
+            if std::env::var("AWS_ENDPOINT_URL_DYNAMODB").is_ok() {
+                return std::env::vars().collect();
             }
             let ws = local_stack::workspace_dir();
             let mut o = local_stack::stack::UpOptions::defaults(&ws);
@@ -46,11 +48,17 @@ async fn endpoint() -> &'static str {
                 .expect("template.yaml");
             local_stack::stack::up(&o, &template)
                 .await
-                .expect("start DynamoDB Local (run scripts/install-tools.sh first)")
-                .endpoints
-                .dynamodb
+                .expect("start the local emulators (run scripts/install-tools.sh first)")
+                .env
         })
         .await
+}
+
+async fn endpoint() -> &'static str {
+    stack_env()
+        .await
+        .get("AWS_ENDPOINT_URL_DYNAMODB")
+        .expect("AWS_ENDPOINT_URL_DYNAMODB")
 }
 
 fn env(extra: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
@@ -560,4 +568,76 @@ async fn ttl_is_configurable_and_bounded_at_start_up() {
     e.remove("TWILIO_TWIML_APP_SID");
     let err = TokenConfig::load(&e, &common).unwrap_err().to_string();
     assert!(err.contains("TWILIO_TWIML_APP_SID"), "{err}");
+}
+
+/// Real Cognito-shaped tokens: users of moto's user pool (as `cc-local
+/// mint-token` makes them), verified against moto's JWKS.
+#[tokio::test]
+async fn tokens_from_the_local_cognito_pool() {
+    let env = stack_env().await;
+    let pool = local_stack::users::PoolRef::from_env(env).expect("a local user pool");
+    let auth = shared::auth::AuthConfig {
+        issuer: env["AUTH_ISSUER"].clone(),
+        audience: env["AUTH_AUDIENCE"].clone(),
+        jwks_url: env["AUTH_JWKS_URL"].clone(),
+        token_use: TokenUse::Access,
+    };
+    let table = fresh_table(endpoint().await, "test-token-moto-")
+        .await
+        .expect("table");
+    let e = self::env(&[]);
+    let common = CommonConfig::load(&e, &NoSecretStore).await.unwrap();
+    let app = App::new(
+        common.clone(),
+        TokenConfig::load(&e, &common).unwrap(),
+        Verifier::with_default_client(auth).unwrap(),
+        table.clone(),
+    );
+    let name = format!("moto.agent+{}@example.com", now());
+    let agent = local_stack::users::mint_token(&pool, &name, &["agents"])
+        .await
+        .unwrap();
+    let resp = app
+        .handle(request("POST", "/token", Some(&agent.access_token), None))
+        .await;
+    assert_eq!(resp.status(), 200, "{:?}", json_of(&resp));
+    let resp = app
+        .handle(request(
+            "PUT",
+            "/agents/me/presence",
+            Some(&agent.access_token),
+            AVAILABLE,
+        ))
+        .await;
+    assert_eq!(resp.status(), 200, "{:?}", json_of(&resp));
+    assert_eq!(json_of(&resp)["username"], name.as_str());
+    let before = snapshot(&table).await.unwrap();
+    // The ID token is refused where access tokens are configured.
+    let resp = app
+        .handle(request(
+            "PUT",
+            "/agents/me/presence",
+            Some(&agent.id_token),
+            AWAY,
+        ))
+        .await;
+    assert_eq!(resp.status(), 401);
+    // The same user moved to supervisors only: token yes, presence no.
+    let sup = local_stack::users::mint_token(&pool, &name, &["supervisors"])
+        .await
+        .unwrap();
+    let resp = app
+        .handle(request("POST", "/token", Some(&sup.access_token), None))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let resp = app
+        .handle(request(
+            "PUT",
+            "/agents/me/presence",
+            Some(&sup.access_token),
+            AWAY,
+        ))
+        .await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(snapshot(&table).await.unwrap(), before);
 }

@@ -18,6 +18,7 @@ pub mod runtime;
 pub mod sqs_poller;
 pub mod stack;
 pub mod template;
+pub mod users;
 
 pub use gateway::{Gateway, GatewayConfig, GatewayError};
 pub use provision::{LocalEndpoints, Provisioned, provision};

@@ -7,6 +7,7 @@
 //!                   [--functions A,B] [--schedules] [--logs-dir D]
 //! cc-local bridge   --listen tcp:HOST:PORT|unix:PATH --connect tcp:HOST:PORT|unix:PATH
 //! cc-local routes
+//! cc-local mint-token --user NAME --group agents|supervisors[,..] [--id-token] [--state-dir D]
 //! ```
 
 use std::collections::BTreeMap;
@@ -269,10 +270,47 @@ fn cmd_routes(a: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints a Cognito token (access token, or `--id-token`) of the local user
+/// pool for `--user` in `--group`s on stdout; details on stderr. See docs/auth.md.
+async fn cmd_mint_token(a: &Args) -> anyhow::Result<()> {
+    let ws = workspace();
+    let env_file = state_dir(a, &ws).join("env");
+    let env = stack::read_env_file(&env_file)
+        .with_context(|| format!("read {} (run `cc-local up` first)", env_file.display()))?;
+    let pool = local_stack::users::PoolRef::from_env(&env).map_err(anyhow::Error::msg)?;
+    let user = a.get("user").filter(|u| !u.is_empty()).context("--user NAME")?;
+    let groups: Vec<&str> = a
+        .get("group")
+        .unwrap_or("agents")
+        .split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .collect();
+    let t = local_stack::users::mint_token(&pool, user, &groups)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "user {} (sub {}) in [{}]; valid {} s",
+        t.username,
+        t.subject,
+        groups.join(", "),
+        t.expires_in
+    );
+    println!(
+        "{}",
+        if a.has("id-token") {
+            t.id_token
+        } else {
+            t.access_token
+        }
+    );
+    Ok(())
+}
+
 async fn run() -> anyhow::Result<()> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = argv.first() else {
-        bail!("usage: cc-local up|down|gateway|bridge|routes [--options]; see docs/local-stack.md");
+        bail!("usage: cc-local up|down|gateway|bridge|routes|mint-token [--options]; see docs/local-stack.md");
     };
     let a = Args::parse(&argv[1..])?;
     match cmd.as_str() {
@@ -281,6 +319,7 @@ async fn run() -> anyhow::Result<()> {
         "gateway" => cmd_gateway(&a).await,
         "bridge" => cmd_bridge(&a).await,
         "routes" => cmd_routes(&a),
+        "mint-token" => cmd_mint_token(&a).await,
         other => bail!("unknown command {other}"),
     }
 }
