@@ -17,6 +17,7 @@
 //! to [`keys`] and to this table.
 
 pub mod agents;
+pub mod calls;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
