@@ -278,7 +278,10 @@ async fn cmd_mint_token(a: &Args) -> anyhow::Result<()> {
     let env = stack::read_env_file(&env_file)
         .with_context(|| format!("read {} (run `cc-local up` first)", env_file.display()))?;
     let pool = local_stack::users::PoolRef::from_env(&env).map_err(anyhow::Error::msg)?;
-    let user = a.get("user").filter(|u| !u.is_empty()).context("--user NAME")?;
+    let user = a
+        .get("user")
+        .filter(|u| !u.is_empty())
+        .context("--user NAME")?;
     let groups: Vec<&str> = a
         .get("group")
         .unwrap_or("agents")
@@ -310,7 +313,9 @@ async fn cmd_mint_token(a: &Args) -> anyhow::Result<()> {
 async fn run() -> anyhow::Result<()> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = argv.first() else {
-        bail!("usage: cc-local up|down|gateway|bridge|routes|mint-token [--options]; see docs/local-stack.md");
+        bail!(
+            "usage: cc-local up|down|gateway|bridge|routes|mint-token [--options]; see docs/local-stack.md"
+        );
     };
     let a = Args::parse(&argv[1..])?;
     match cmd.as_str() {
