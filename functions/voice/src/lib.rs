@@ -1,9 +1,28 @@
 //! Voice: TwiML for every call leg, the conference lifecycle, routing calls to agents and the waiting queue.
+//!
+//! Served so far: `POST /twilio/voice/inbound`, `POST /twilio/hold-music`,
+//! `POST /twilio/conference/status`, `POST /twilio/participant/status`.
+//! The outbound and voicemail routes answer a clear 501 until they land.
 
+pub mod config;
+pub mod twiml;
+
+use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use shared::config::{CommonConfig, ConfigError};
-use shared::http::{ApiError, match_route, respond, route_path, verify_twilio_webhook};
+use shared::config::{CommonConfig, ConfigError, ProcessEnv};
+use shared::http::{
+    ApiError, TwilioForm, empty_response, match_route, respond, route_path, twiml_response,
+    verify_twilio_webhook,
+};
+use shared::ids::{CallSid, ClientIdentity};
+use shared::store::Table;
+use shared::store::agents::{self, Release, SettablePresence, Transition};
+use shared::store::calls::{self, Call, CallStatus, Created, ParticipantEvent};
+use shared::twilio::rest::{ClientSettings, TwilioClient};
 use shared::twilio::signature::WebhookValidator;
+use time::OffsetDateTime;
+
+pub use config::VoiceConfig;
 
 /// The routes this function serves, as API Gateway route keys. `template.yaml`
 /// declares the same list; a test keeps the two equal.
@@ -16,21 +35,91 @@ pub const ROUTES: &[&str] = &[
     "POST /twilio/voice/voicemail",
 ];
 
+/// Paths of our own routes that go into TwiML and REST parameters.
+pub mod paths {
+    pub const CONFERENCE_STATUS: &str = "/twilio/conference/status";
+    pub const PARTICIPANT_STATUS: &str = "/twilio/participant/status";
+    pub const RECORDING_STATUS: &str = "/twilio/recordings/status";
+    pub const HOLD_MUSIC: &str = "/twilio/hold-music";
+}
+
+/// The participant label of the customer's leg and of the agent's leg.
+pub const CUSTOMER_LABEL: &str = "customer";
+pub const AGENT_LABEL: &str = "agent";
+
+/// Offers tried for one call in one request before it is queued instead
+/// (each failed offer is a Twilio error, not an agent's refusal).
+const MAX_OFFERS_PER_REQUEST: usize = 3;
+/// Waiting calls considered when an agent frees up.
+const WAITING_PAGE: i32 = 5;
+
+/// The conference of a call: derived from the callId so every event can be
+/// tied back to one call.
+pub fn conference_name(call_id: &CallSid) -> String {
+    format!("call-{call_id}")
+}
+
+/// The callId named by a conference's friendly name.
+pub fn call_id_of_conference(friendly_name: &str) -> Option<CallSid> {
+    friendly_name
+        .strip_prefix("call-")
+        .and_then(|sid| CallSid::parse(sid).ok())
+}
+
 /// Everything a handler needs, built once per cold start.
 pub struct App {
     pub config: CommonConfig,
+    pub voice: VoiceConfig,
     validator: WebhookValidator,
+    table: Table,
+    twilio: TwilioClient,
+}
+
+/// Why the function cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot build the Twilio client: {0}")]
+    Twilio(#[from] shared::twilio::rest::TwilioError),
+}
+
+/// What routing a call did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Routed {
+    /// An agent's leg is ringing.
+    Offered(ClientIdentity),
+    /// No agent available: the call waits in the queue.
+    Queued,
+    /// The call is no longer waiting for an agent (another request routed it,
+    /// or it ended); nothing was changed.
+    NotWaiting,
 }
 
 impl App {
-    pub async fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
-        Ok(Self::new(CommonConfig::from_process(sdk).await?))
+    pub async fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, StartError> {
+        let config = CommonConfig::from_process(sdk).await?;
+        let voice = VoiceConfig::load(&ProcessEnv)?;
+        let table = Table::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            config.table_name.clone(),
+        );
+        let twilio = TwilioClient::new(ClientSettings::from_config(&config.twilio))?;
+        Ok(Self::new(config, voice, table, twilio))
     }
 
-    pub fn new(config: CommonConfig) -> Self {
+    pub fn new(
+        config: CommonConfig,
+        voice: VoiceConfig,
+        table: Table,
+        twilio: TwilioClient,
+    ) -> Self {
         Self {
             validator: config.twilio.webhook_validator(),
             config,
+            voice,
+            table,
+            twilio,
         }
     }
 
@@ -41,12 +130,329 @@ impl App {
     async fn route(&self, req: Request) -> Result<Response<Body>, ApiError> {
         let path = route_path(&req);
         let (route, _params) = match_route(ROUTES, req.method().as_str(), &path)?;
-        if path.starts_with("/twilio/") {
-            // Nothing happens for an unsigned request, not even a read.
-            verify_twilio_webhook(&req, &self.validator, &self.config.public_base_url)?;
+        // Nothing happens for an unsigned request, not even a read.
+        let form = verify_twilio_webhook(&req, &self.validator, &self.config.public_base_url)?;
+        let query = query_pairs(&req);
+        let now = OffsetDateTime::now_utc();
+        match route {
+            "POST /twilio/voice/inbound" => self.inbound(&form, now).await,
+            "POST /twilio/hold-music" => Ok(twiml_response(&twiml::hold_music(&self.voice))),
+            "POST /twilio/conference/status" => self.conference_status(&form, now).await,
+            "POST /twilio/participant/status" => self.participant_status(&form, &query, now).await,
+            other => Err(ApiError::NotImplemented(route_name(other))),
         }
-        Err(ApiError::NotImplemented(route_name(route)))
     }
+
+    /// A customer calls: record the call once and put the customer into the
+    /// call's conference. Routing starts when the customer's leg has joined
+    /// (see [`App::customer_joined`]): an agent leg added earlier would create
+    /// the conference itself, and if it failed before the customer arrived
+    /// the conference (and with it our call) would end under the customer.
+    async fn inbound(
+        &self,
+        form: &TwilioForm,
+        now: OffsetDateTime,
+    ) -> Result<Response<Body>, ApiError> {
+        let call_id = form.parse("CallSid", CallSid::parse)?;
+        let from = form.get("From").unwrap_or_default();
+        let to = form.get("To").unwrap_or_default();
+        // Idempotent on CallSid: Twilio's retry finds the call and gets the
+        // same TwiML; nothing else is written.
+        match calls::create(&self.table, &call_id, from, to, now).await? {
+            Created::New(_) => tracing::info!(call = %call_id, "inbound call recorded"),
+            Created::Existing(_) => tracing::info!(call = %call_id, "inbound webhook retried"),
+        }
+        Ok(twiml_response(&twiml::customer(
+            &self.voice,
+            &self.config.public_base_url,
+            &call_id,
+        )))
+    }
+
+    /// The customer is in the conference (hearing the wait music): offer the
+    /// call to the longest-idle agent, or queue it. Only a call still `new`
+    /// is routed, so a duplicated join changes nothing.
+    async fn customer_joined(
+        &self,
+        call_id: &CallSid,
+        now: OffsetDateTime,
+    ) -> Result<(), ApiError> {
+        let Some(call) = calls::get(&self.table, call_id).await? else {
+            tracing::warn!(call = %call_id, "customer joined a call we never recorded");
+            return Ok(());
+        };
+        if call.status == CallStatus::New {
+            let routed = self.route_call(&call, now).await?;
+            tracing::info!(call = %call_id, ?routed, "inbound call routed");
+        }
+        Ok(())
+    }
+
+    /// Offers `call` to the longest-idle available agent, or queues it.
+    pub async fn route_call(&self, call: &Call, now: OffsetDateTime) -> Result<Routed, ApiError> {
+        for _ in 0..MAX_OFFERS_PER_REQUEST {
+            let Some(agent) = agents::claim_longest_idle(&self.table, &call.call_id, now).await?
+            else {
+                // Keep the call's place when it goes back to the queue.
+                let at = call
+                    .enqueued_at
+                    .clone()
+                    .unwrap_or_else(|| shared::store::timestamp(now));
+                return Ok(
+                    match calls::enqueue(&self.table, &call.call_id, &at).await? {
+                        Some(_) => Routed::Queued,
+                        None => Routed::NotWaiting,
+                    },
+                );
+            };
+            match self.offer(call, &agent.identity, now).await? {
+                Offer::Ringing => return Ok(Routed::Offered(agent.identity)),
+                Offer::NotWaiting => return Ok(Routed::NotWaiting),
+                Offer::TwilioFailed => continue,
+            }
+        }
+        let at = call
+            .enqueued_at
+            .clone()
+            .unwrap_or_else(|| shared::store::timestamp(now));
+        Ok(
+            match calls::enqueue(&self.table, &call.call_id, &at).await? {
+                Some(_) => Routed::Queued,
+                None => Routed::NotWaiting,
+            },
+        )
+    }
+
+    /// Offers a call to an agent already claimed for it: mark the offer on
+    /// the call, then ask Twilio to ring the agent into the conference.
+    async fn offer(
+        &self,
+        call: &Call,
+        agent: &ClientIdentity,
+        now: OffsetDateTime,
+    ) -> Result<Offer, ApiError> {
+        let Some(offered) = calls::offer_to_agent(&self.table, &call.call_id, agent).await? else {
+            // The call stopped waiting between the claim and now: give the
+            // agent back, untouched by this call.
+            self.release_agent(agent, &call.call_id, SettablePresence::Available, now)
+                .await?;
+            return Ok(Offer::NotWaiting);
+        };
+        let caller_id = self
+            .voice
+            .caller_id
+            .clone()
+            .unwrap_or_else(|| offered.to.clone());
+        let params = twiml::agent_participant(
+            &self.voice,
+            &self.config.public_base_url,
+            &offered,
+            agent,
+            &caller_id,
+        );
+        match self
+            .twilio
+            .create_participant(&conference_name(&call.call_id), &params)
+            .await
+        {
+            Ok(p) => {
+                calls::set_agent_leg(&self.table, &call.call_id, offered.offer, &p.call_sid)
+                    .await?;
+                Ok(Offer::Ringing)
+            }
+            Err(e) => {
+                // Not the agent's fault: undo the offer and free the agent.
+                tracing::error!(call = %call.call_id, %agent, error = %e, "Twilio refused to add the agent");
+                calls::ring_failed(&self.table, &call.call_id, offered.offer).await?;
+                self.release_agent(agent, &call.call_id, SettablePresence::Available, now)
+                    .await?;
+                Ok(Offer::TwilioFailed)
+            }
+        }
+    }
+
+    async fn release_agent(
+        &self,
+        agent: &ClientIdentity,
+        call_id: &CallSid,
+        after: SettablePresence,
+        now: OffsetDateTime,
+    ) -> Result<Release, ApiError> {
+        Ok(agents::release(&self.table, agent, call_id, after, now).await?)
+    }
+
+    /// An agent became available: offer them (or whoever is longest idle)
+    /// the oldest waiting calls, until no agent or no call is left.
+    pub async fn offer_waiting_calls(&self, now: OffsetDateTime) -> Result<(), ApiError> {
+        for _ in 0..WAITING_PAGE {
+            let waiting = calls::oldest_waiting(&self.table, WAITING_PAGE).await?;
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            let mut progressed = false;
+            for call in &waiting {
+                match self.route_call(call, now).await? {
+                    Routed::Offered(_) => {
+                        progressed = true;
+                        break;
+                    }
+                    // No agent left: the call went (back) to its place in the queue.
+                    Routed::Queued => return Ok(()),
+                    // Taken or ended meanwhile (the index lags): next one.
+                    Routed::NotWaiting => continue,
+                }
+            }
+            if !progressed {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Conference events, each applied once, in any order.
+    async fn conference_status(
+        &self,
+        form: &TwilioForm,
+        now: OffsetDateTime,
+    ) -> Result<Response<Body>, ApiError> {
+        let name = form.require("FriendlyName")?;
+        let call_id = call_id_of_conference(name).ok_or_else(|| {
+            ApiError::BadRequest(format!("FriendlyName {name:?} is not a call's conference"))
+        })?;
+        let sequence: u64 = form.parse("SequenceNumber", |v| v.parse::<u64>())?;
+        let event = form.require("StatusCallbackEvent")?;
+        let participant = form.parse_opt("CallSid", CallSid::parse)?;
+        if participant.is_none() && event.starts_with("participant-") {
+            return Err(ApiError::BadRequest(format!("{event} without CallSid")));
+        }
+        if calls::event_applied(&self.table, &call_id, sequence).await? {
+            return Ok(empty_response(StatusCode::NO_CONTENT));
+        }
+        let retention = self.voice.retention();
+        match (event, &participant) {
+            ("participant-join", Some(leg)) => {
+                let label = form.get("ParticipantLabel");
+                calls::apply_participant_event(
+                    &self.table,
+                    &call_id,
+                    &ParticipantEvent {
+                        participant: leg,
+                        label,
+                        joined: true,
+                        reason: None,
+                        sequence,
+                    },
+                    now,
+                    retention,
+                )
+                .await?;
+                if label == Some(AGENT_LABEL) {
+                    let conference = form.get("ConferenceSid").unwrap_or_default();
+                    calls::agent_joined(&self.table, &call_id, leg, conference, now).await?;
+                } else if label == Some(CUSTOMER_LABEL) && *leg == call_id {
+                    self.customer_joined(&call_id, now).await?;
+                }
+            }
+            ("participant-leave", Some(leg)) => {
+                calls::apply_participant_event(
+                    &self.table,
+                    &call_id,
+                    &ParticipantEvent {
+                        participant: leg,
+                        label: form.get("ParticipantLabel"),
+                        joined: false,
+                        reason: form.get("ReasonParticipantLeft"),
+                        sequence,
+                    },
+                    now,
+                    retention,
+                )
+                .await?;
+            }
+            ("conference-end", _) => self.call_ended(&call_id, now).await?,
+            // Start, mute, hold, modify...: recorded as applied; their
+            // effects on the participants come with supervision.
+            _ => {}
+        }
+        calls::mark_event_applied(&self.table, &call_id, sequence, event, now, retention).await?;
+        Ok(empty_response(StatusCode::NO_CONTENT))
+    }
+
+    /// The conference ended: finish the call, release its agent, and offer
+    /// the next waiting call. Every step is idempotent, so a retried event
+    /// completes whatever an interrupted one left undone.
+    async fn call_ended(&self, call_id: &CallSid, now: OffsetDateTime) -> Result<(), ApiError> {
+        let call = match calls::finish(&self.table, call_id, now, self.voice.retention()).await? {
+            Some(call) => call,
+            None => match calls::get(&self.table, call_id).await? {
+                Some(call) => call,
+                None => return Ok(()),
+            },
+        };
+        if let Some(agent) = &call.agent {
+            let released = self
+                .release_agent(agent, call_id, SettablePresence::Available, now)
+                .await?;
+            if let Release::Released(change) = released
+                && change.transition == Transition::BecameAvailable
+            {
+                self.offer_waiting_calls(now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The agent leg's call progress. A leg that ends without answering sets
+    /// its agent away and sends the call to the next agent (or the queue).
+    async fn participant_status(
+        &self,
+        form: &TwilioForm,
+        query: &[(String, String)],
+        now: OffsetDateTime,
+    ) -> Result<Response<Body>, ApiError> {
+        let status = form.require("CallStatus")?;
+        let q = |k: &str| {
+            query
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+                .ok_or_else(|| ApiError::BadRequest(format!("missing query parameter {k}")))
+        };
+        let call_id = CallSid::parse(q("callId")?)
+            .map_err(|e| ApiError::BadRequest(format!("callId: {e}")))?;
+        let offer: u64 = q("offer")?
+            .parse()
+            .map_err(|_| ApiError::BadRequest("offer: not a number".into()))?;
+        let agent = ClientIdentity::parse(q("agent")?)
+            .map_err(|e| ApiError::BadRequest(format!("agent: {e}")))?;
+        if !matches!(status, "no-answer" | "busy" | "failed" | "canceled") {
+            // initiated / ringing / answered / completed: the conference
+            // events carry what matters about an answered leg.
+            return Ok(empty_response(StatusCode::NO_CONTENT));
+        }
+        // Only the current offer is undone: a duplicate or late callback
+        // finds another offer (or none) and changes nothing.
+        if let Some(call) = calls::ring_failed(&self.table, &call_id, offer).await? {
+            self.release_agent(&agent, &call_id, SettablePresence::Away, now)
+                .await?;
+            let routed = self.route_call(&call, now).await?;
+            tracing::info!(call = %call_id, %agent, status, ?routed, "agent did not answer; call re-routed");
+        }
+        Ok(empty_response(StatusCode::NO_CONTENT))
+    }
+}
+
+enum Offer {
+    Ringing,
+    NotWaiting,
+    TwilioFailed,
+}
+
+fn query_pairs(req: &Request) -> Vec<(String, String)> {
+    req.uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
 }
 
 fn route_name(route: &str) -> &'static str {

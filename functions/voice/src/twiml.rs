@@ -1,0 +1,201 @@
+//! What we tell Twilio: the customer's TwiML, the hold music, and the agent
+//! leg's Create Participant parameters. Pure functions, tested without I/O.
+
+use shared::config::PublicBaseUrl;
+use shared::ids::{CallSid, ClientIdentity};
+use shared::store::calls::Call;
+use shared::twilio::rest::CreateParticipant;
+use shared::twilio::twiml::{
+    Conference, ConferenceEvent, ConferenceRecord, Dial, Play, RecordingEvent, Say, VoiceResponse,
+};
+
+use crate::config::VoiceConfig;
+use crate::{AGENT_LABEL, CUSTOMER_LABEL, conference_name, paths};
+
+/// Conference events we track, as the Participants API spells them; the same
+/// list as [`ConferenceEvent::TRACKED`] in the customer's TwiML.
+pub const CONFERENCE_EVENTS: [&str; 7] =
+    ["start", "end", "join", "leave", "mute", "hold", "modify"];
+/// Recording events we want: `completed`, and `absent` (nothing was recorded).
+pub const RECORDING_EVENTS: [&str; 2] = ["completed", "absent"];
+/// Call progress of the agent's leg.
+pub const AGENT_LEG_EVENTS: [&str; 4] = ["initiated", "ringing", "answered", "completed"];
+
+/// The customer's leg: the greeting, then the call's conference. The
+/// conference settings are set here because Twilio takes them from the first
+/// participant (and [`agent_participant`] repeats them, for the same reason,
+/// should the agent's leg ever be first).
+pub fn customer(voice: &VoiceConfig, base: &PublicBaseUrl, call_id: &CallSid) -> VoiceResponse {
+    let mut response = VoiceResponse::new();
+    if let Some(greeting) = &voice.greeting {
+        let mut say = Say::new(greeting.clone());
+        if let Some(lang) = &voice.greeting_language {
+            say = say.language(lang.clone());
+        }
+        response = response.say(say);
+    }
+    response.dial(Dial::conference(
+        Conference::new(conference_name(call_id))
+            .beep(false)
+            // Hanging up ends the call for everyone: the agent is freed.
+            .end_conference_on_exit(true)
+            .participant_label(CUSTOMER_LABEL)
+            .record(ConferenceRecord::RecordFromStart)
+            .recording_status_callback(
+                base.url_for(paths::RECORDING_STATUS),
+                &[RecordingEvent::Completed, RecordingEvent::Absent],
+            )
+            // The caller hears the wait music until the agent joins.
+            .start_conference_on_enter(false)
+            .status_callback(
+                base.url_for(paths::CONFERENCE_STATUS),
+                &ConferenceEvent::TRACKED,
+            )
+            .wait_url(base.url_for(paths::HOLD_MUSIC)),
+    ))
+}
+
+/// The wait music, looped until the conference starts.
+pub fn hold_music(voice: &VoiceConfig) -> VoiceResponse {
+    VoiceResponse::new().play(Play::new(voice.hold_music_url.clone()).looping(0))
+}
+
+/// The agent's leg into the call's conference.
+///
+/// - `Timeout`: the configured ring time; then Twilio reports `no-answer`.
+/// - `StatusCallback` names the call and the offer, so a late or duplicated
+///   ring result can only undo the offer it belongs to.
+/// - `EarlyMedia=false`: the caller keeps hearing the wait music, not the
+///   agent's ringing.
+/// - `EndConferenceOnExit=true`: when the agent hangs up the call ends,
+///   rather than leaving the customer alone in a silent, started conference.
+/// - `StartConferenceOnEnter=true`: the agent's arrival stops the music.
+pub fn agent_participant(
+    voice: &VoiceConfig,
+    base: &PublicBaseUrl,
+    call: &Call,
+    agent: &ClientIdentity,
+    caller_id: &str,
+) -> CreateParticipant {
+    let status_url = format!(
+        "{}?{}",
+        base.url_for(paths::PARTICIPANT_STATUS),
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("callId", call.call_id.as_str())
+            .append_pair("offer", &call.offer.to_string())
+            .append_pair("agent", agent.as_str())
+            .finish()
+    );
+    let strings = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    CreateParticipant {
+        from: caller_id.to_owned(),
+        to: format!("client:{agent}"),
+        label: Some(AGENT_LABEL.to_owned()),
+        timeout: Some(voice.ring_timeout_seconds),
+        status_callback: Some(status_url),
+        status_callback_event: strings(&AGENT_LEG_EVENTS),
+        beep: Some("false".to_owned()),
+        start_conference_on_enter: Some(true),
+        end_conference_on_exit: Some(true),
+        early_media: Some(false),
+        wait_url: Some(base.url_for(paths::HOLD_MUSIC)),
+        conference_status_callback: Some(base.url_for(paths::CONFERENCE_STATUS)),
+        conference_status_callback_event: strings(&CONFERENCE_EVENTS),
+        conference_record: Some("record-from-start".to_owned()),
+        conference_recording_status_callback: Some(base.url_for(paths::RECORDING_STATUS)),
+        conference_recording_status_callback_event: strings(&RECORDING_EVENTS),
+        ..CreateParticipant::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DEFAULT_HOLD_MUSIC_URL;
+    use shared::store::calls::CallStatus;
+
+    fn voice() -> VoiceConfig {
+        VoiceConfig::load(&[("UNRELATED", "")]).expect("defaults")
+    }
+
+    fn base() -> PublicBaseUrl {
+        PublicBaseUrl::parse("https://cc.example.com").expect("valid")
+    }
+
+    #[test]
+    fn customer_twiml_is_greeting_then_the_vector_conference() {
+        let call = CallSid::parse("CAa9f5c02661449771d833424d61fcd254").expect("sid");
+        let xml = customer(&voice(), &base(), &call).to_xml();
+        // The <Dial> is byte-for-byte the official vector's (see
+        // shared/tests/vectors.rs), after our greeting.
+        let expected_dial = "<Dial><Conference beep=\"false\" endConferenceOnExit=\"true\" \
+            participantLabel=\"customer\" record=\"record-from-start\" \
+            recordingStatusCallback=\"https://cc.example.com/twilio/recordings/status\" \
+            recordingStatusCallbackEvent=\"completed absent\" startConferenceOnEnter=\"false\" \
+            statusCallback=\"https://cc.example.com/twilio/conference/status\" \
+            statusCallbackEvent=\"start end join leave mute hold modify\" \
+            waitUrl=\"https://cc.example.com/twilio/hold-music\">\
+            call-CAa9f5c02661449771d833424d61fcd254</Conference></Dial>";
+        assert!(xml.contains(expected_dial), "{xml}");
+        let say = xml.find("<Say>").expect("greeting");
+        assert!(
+            say < xml.find("<Dial>").expect("dial"),
+            "greeting first: {xml}"
+        );
+    }
+
+    #[test]
+    fn no_greeting_when_disabled() {
+        let v = VoiceConfig::load(&[("GREETING_TEXT", "none")]).expect("valid");
+        let call = CallSid::parse("CAa9f5c02661449771d833424d61fcd254").expect("sid");
+        let xml = customer(&v, &base(), &call).to_xml();
+        assert!(!xml.contains("<Say"), "{xml}");
+    }
+
+    #[test]
+    fn hold_music_loops_forever() {
+        let xml = hold_music(&voice()).to_xml();
+        assert!(
+            xml.contains(&format!("<Play loop=\"0\">{DEFAULT_HOLD_MUSIC_URL}</Play>")),
+            "{xml}"
+        );
+    }
+
+    #[test]
+    fn agent_leg_parameters() {
+        let call = Call {
+            call_id: CallSid::parse("CAa9f5c02661449771d833424d61fcd254").expect("sid"),
+            from: "+15551230000".into(),
+            to: "+15559870000".into(),
+            status: CallStatus::Ringing,
+            created_at: "2026-11-23T10:00:00.000Z".into(),
+            agent: None,
+            offer: 2,
+            agent_leg: None,
+            enqueued_at: None,
+            agent_joined_at: None,
+            answered_by: None,
+            conference_sid: None,
+            ended_at: None,
+            outcome: None,
+            wait_seconds: None,
+            talk_seconds: None,
+        };
+        let agent = ClientIdentity::parse("alice_1").expect("identity");
+        let p = agent_participant(&voice(), &base(), &call, &agent, "+15559870000");
+        assert_eq!(p.to, "client:alice_1");
+        assert_eq!(p.from, "+15559870000");
+        assert_eq!(p.label.as_deref(), Some("agent"));
+        assert_eq!(p.timeout, Some(20));
+        assert_eq!(
+            p.status_callback.as_deref(),
+            Some(
+                "https://cc.example.com/twilio/participant/status?callId=CAa9f5c02661449771d833424d61fcd254&offer=2&agent=alice_1"
+            )
+        );
+        assert_eq!(p.status_callback_event, AGENT_LEG_EVENTS);
+        assert_eq!(p.end_conference_on_exit, Some(true));
+        assert_eq!(p.early_media, Some(false));
+        assert_eq!(p.conference_status_callback_event, CONFERENCE_EVENTS);
+    }
+}
