@@ -3,3 +3,4 @@
 mod events;
 mod routes;
 mod signatures;
+mod voice;

@@ -1,0 +1,328 @@
+//! The voice function through the simulator: inbound calls reach agents,
+//! wait in the queue, move on when an agent does not answer, and free their
+//! agent when they end. Agents are made available through the store (the
+//! same call the token function's presence route makes).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use e2e::Stack;
+use shared::auth::Role;
+use shared::ids::{CallSid, ClientIdentity};
+use shared::store::Table;
+use shared::store::agents::{self, AgentProfile, Presence, SettablePresence};
+use shared::store::calls::{self, CallStatus};
+use twilio_sim::{ConferenceInfo, LegBehavior};
+
+const CUSTOMER: &str = "+15551230000";
+const OTHER_CUSTOMER: &str = "+15551230001";
+const NUMBER: &str = "+15559870000";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn table(stack: &Stack) -> Table {
+    Table::new(
+        stack.endpoints.dynamodb_client(),
+        stack.resources.table_name.clone(),
+    )
+}
+
+async fn make_available(stack: &Stack, name: &str) -> ClientIdentity {
+    let identity = ClientIdentity::parse(name).expect("identity");
+    let roles: BTreeSet<Role> = [Role::Agent].into();
+    let profile = AgentProfile {
+        identity: &identity,
+        subject: name,
+        username: name,
+        roles: &roles,
+    };
+    agents::set_presence(
+        &table(stack),
+        &profile,
+        SettablePresence::Available,
+        stack.sim.now(),
+    )
+    .await
+    .expect("set presence");
+    identity
+}
+
+async fn call_in(stack: &Stack, from: &str) -> CallSid {
+    stack
+        .sim
+        .place_call_to_url(from, NUMBER, &stack.url("/twilio/voice/inbound"))
+        .await
+        .expect("the simulator places the call")
+}
+
+/// Polls the table until `pred` holds for the call, within `WAIT`.
+async fn wait_call(
+    stack: &Stack,
+    id: &CallSid,
+    what: &str,
+    pred: impl Fn(&calls::Call) -> bool,
+) -> calls::Call {
+    let t = table(stack);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let call = calls::get(&t, id).await.expect("read call");
+        if let Some(c) = call.filter(|c| pred(c)) {
+            return c;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for call {id}: {what}; now {:?}",
+            calls::get(&t, id).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_agent(stack: &Stack, who: &ClientIdentity, presence: Presence) -> agents::Agent {
+    let t = table(stack);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let agent = agents::get(&t, who).await.expect("read agent");
+        if let Some(a) = agent.filter(|a| a.presence == presence) {
+            return a;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {who} to be {presence:?}; now {:?}",
+            agents::get(&t, who).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn connected_labels(conf: &ConferenceInfo) -> Vec<String> {
+    let mut labels: Vec<String> = conf
+        .participants
+        .iter()
+        .filter(|p| p.status == "connected")
+        .filter_map(|p| p.label.clone())
+        .collect();
+    labels.sort();
+    labels
+}
+
+async fn wait_talking(stack: &Stack, call: &CallSid) -> ConferenceInfo {
+    let name = format!("call-{call}");
+    stack
+        .sim
+        .wait_for(&format!("{name} has customer and agent"), WAIT, |s| {
+            s.conference(&name)
+                .is_some_and(|c| connected_labels(&c) == ["agent", "customer"])
+        })
+        .await
+        .expect("customer and agent in the conference");
+    stack.sim.conference(&name).expect("conference")
+}
+
+/// Nothing we sent Twilio broke its spec, and every webhook of the voice
+/// function got a 2xx (recording callbacks belong to recording-offload).
+fn assert_clean(stack: &Stack) {
+    let rejected = stack.sim.rejected_requests();
+    assert!(
+        rejected.is_empty(),
+        "requests Twilio would refuse: {rejected:#?}"
+    );
+    let failed: Vec<_> = stack
+        .sim
+        .callbacks()
+        .into_iter()
+        .filter(|c| !c.url.contains("/twilio/recordings/"))
+        .filter(|c| !c.status.is_some_and(|s| (200..300).contains(&s)))
+        .collect();
+    assert!(failed.is_empty(), "webhooks not answered 2xx: {failed:#?}");
+}
+
+#[tokio::test]
+async fn inbound_call_reaches_an_agent_and_frees_them_at_the_end() {
+    let stack = Stack::start("voice-answered").await;
+    let alice = make_available(&stack, "alice").await;
+    let customer = call_in(&stack, CUSTOMER).await;
+
+    let conf = wait_talking(&stack, &customer).await;
+    assert!(conf.record, "recorded from the start");
+    let agent_leg = conf
+        .participants
+        .iter()
+        .find(|p| p.label.as_deref() == Some("agent"))
+        .expect("agent participant")
+        .call_sid
+        .clone();
+    assert_eq!(
+        stack.sim.call(&agent_leg).expect("agent leg").to,
+        "client:alice"
+    );
+    assert!(stack.sim.hears(&customer).contains(&agent_leg));
+    let call = wait_call(&stack, &customer, "in progress", |c| {
+        c.status == CallStatus::InProgress
+    })
+    .await;
+    assert_eq!(call.agent, Some(alice.clone()));
+    assert_eq!(call.agent_leg, Some(agent_leg.clone()));
+    let busy = wait_agent(&stack, &alice, Presence::Busy).await;
+    assert_eq!(busy.current_call_id, Some(customer.clone()));
+    let parts = calls::participants(&table(&stack), &customer)
+        .await
+        .expect("participants");
+    let mut labels: Vec<_> = parts.iter().filter_map(|p| p.label.clone()).collect();
+    labels.sort();
+    assert_eq!(labels, ["agent", "customer"]);
+
+    stack.sim.hang_up(&customer).expect("caller hangs up");
+    let done = wait_call(&stack, &customer, "completed", |c| {
+        c.status == CallStatus::Completed
+    })
+    .await;
+    assert_eq!(done.outcome.as_deref(), Some("answered"));
+    assert_eq!(done.answered_by, Some(alice.clone()));
+    let free = wait_agent(&stack, &alice, Presence::Available).await;
+    assert_eq!(free.current_call_id, None);
+    assert!(
+        calls::live(&table(&stack), 10)
+            .await
+            .expect("live")
+            .is_empty()
+    );
+    assert_clean(&stack);
+}
+
+#[tokio::test]
+async fn a_retried_inbound_webhook_records_the_call_once() {
+    let stack = Stack::start("voice-retry").await;
+    let alice = make_available(&stack, "alice").await;
+    let params: Vec<(String, String)> = [
+        ("AccountSid", e2e::local_twilio("TWILIO_ACCOUNT_SID")),
+        ("CallSid", "CA923d5a4fd12aabfe228f219e9cb0eb53"),
+        ("From", CUSTOMER),
+        ("To", NUMBER),
+        ("CallStatus", "ringing"),
+        ("Direction", "inbound"),
+        ("ApiVersion", "2010-04-01"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let sig = stack.twilio_signature("/twilio/voice/inbound", &params);
+    let first = stack
+        .post_twilio("/twilio/voice/inbound", &params, Some(&sig))
+        .await;
+    assert_eq!(first.status(), 200);
+    let first = first.text().await.expect("body");
+    let items = stack.state_item_count().await;
+    let again = stack
+        .post_twilio("/twilio/voice/inbound", &params, Some(&sig))
+        .await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.text().await.expect("body"), first, "same TwiML");
+    assert!(first.contains(">call-CA923d5a4fd12aabfe228f219e9cb0eb53</Conference>"));
+    assert_eq!(
+        stack.state_item_count().await,
+        items,
+        "nothing more written"
+    );
+    let t = table(&stack);
+    let live = calls::live(&t, 10).await.expect("live");
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].status, CallStatus::New);
+    // The agent is claimed only once the customer is in the conference.
+    let a = agents::get(&t, &alice).await.expect("read").expect("alice");
+    assert_eq!(a.presence, Presence::Available);
+    assert!(stack.sim.api_requests().is_empty(), "no Twilio request yet");
+
+    // Bad input: a clear 400, nothing written.
+    let mut bad = params.clone();
+    bad[1].1 = "not-a-call-sid".into();
+    let sig = stack.twilio_signature("/twilio/voice/inbound", &bad);
+    let refused = stack
+        .post_twilio("/twilio/voice/inbound", &bad, Some(&sig))
+        .await;
+    assert_eq!(refused.status(), 400);
+    assert_eq!(stack.state_item_count().await, items);
+}
+
+#[tokio::test]
+async fn a_second_caller_waits_and_gets_the_agent_when_the_first_call_ends() {
+    let stack = Stack::start("voice-queue").await;
+    let alice = make_available(&stack, "alice").await;
+    let first = call_in(&stack, CUSTOMER).await;
+    wait_talking(&stack, &first).await;
+    let second = call_in(&stack, OTHER_CUSTOMER).await;
+    let queued = wait_call(&stack, &second, "queued", |c| {
+        c.status == CallStatus::Queued
+    })
+    .await;
+    assert_eq!(queued.agent, None);
+    let waiting = calls::oldest_waiting(&table(&stack), 10)
+        .await
+        .expect("queue");
+    assert_eq!(
+        waiting
+            .iter()
+            .map(|c| c.call_id.clone())
+            .collect::<Vec<_>>(),
+        vec![second.clone()]
+    );
+    // The second caller hears the wait music, not the first call.
+    let second_conf = stack
+        .sim
+        .conference(&format!("call-{second}"))
+        .expect("second conference");
+    assert_eq!(connected_labels(&second_conf), ["customer"]);
+    assert!(stack.sim.hears(&second).is_empty());
+
+    stack.sim.hang_up(&first).expect("first caller hangs up");
+    wait_talking(&stack, &second).await;
+    let call = wait_call(&stack, &second, "in progress", |c| {
+        c.status == CallStatus::InProgress
+    })
+    .await;
+    assert_eq!(call.agent, Some(alice.clone()));
+    assert!(
+        calls::oldest_waiting(&table(&stack), 10)
+            .await
+            .expect("queue")
+            .is_empty()
+    );
+    stack.sim.hang_up(&second).expect("second caller hangs up");
+    wait_call(&stack, &second, "completed", |c| {
+        c.status == CallStatus::Completed
+    })
+    .await;
+    wait_agent(&stack, &alice, Presence::Available).await;
+    assert_clean(&stack);
+}
+
+#[tokio::test]
+async fn an_agent_who_does_not_answer_is_set_away_and_the_next_agent_rings() {
+    let stack = Stack::start("voice-no-answer").await;
+    // Alice is the longest idle, and her phone is busy.
+    let alice = make_available(&stack, "alice").await;
+    let bob = make_available(&stack, "bob").await;
+    stack
+        .sim
+        .set_leg_behavior("client:alice", LegBehavior::Busy);
+    let customer = call_in(&stack, CUSTOMER).await;
+    wait_talking(&stack, &customer).await;
+    let call = wait_call(&stack, &customer, "in progress", |c| {
+        c.status == CallStatus::InProgress
+    })
+    .await;
+    assert_eq!(call.agent, Some(bob.clone()));
+    assert_eq!(call.offer, 2);
+    wait_agent(&stack, &alice, Presence::Away).await;
+    stack.sim.hang_up(&customer).expect("caller hangs up");
+    wait_agent(&stack, &bob, Presence::Available).await;
+    let alice_now = agents::get(&table(&stack), &alice)
+        .await
+        .expect("read")
+        .expect("alice");
+    assert_eq!(
+        alice_now.presence,
+        Presence::Away,
+        "stays away until she says otherwise"
+    );
+    assert_clean(&stack);
+}
