@@ -326,3 +326,93 @@ async fn an_agent_who_does_not_answer_is_set_away_and_the_next_agent_rings() {
     );
     assert_clean(&stack);
 }
+
+#[tokio::test]
+async fn duplicated_and_reordered_conference_events_apply_once() {
+    let stack = Stack::start("voice-dup-events").await;
+    stack.sim.duplicate_callbacks(3);
+    stack.sim.reorder_callbacks(4);
+    let alice = make_available(&stack, "alice").await;
+    let bob = make_available(&stack, "bob").await;
+    let customer = call_in(&stack, CUSTOMER).await;
+    wait_talking(&stack, &customer).await;
+    let call = wait_call(&stack, &customer, "in progress", |c| {
+        c.status == CallStatus::InProgress
+    })
+    .await;
+    assert_eq!(call.agent, Some(alice.clone()));
+    assert_eq!(call.offer, 1, "one offer despite three copies of the join");
+    let adds = stack
+        .sim
+        .api_requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/Participants.json"))
+        .count();
+    assert_eq!(adds, 1, "one agent leg");
+    let t = table(&stack);
+    let b = agents::get(&t, &bob).await.expect("read").expect("bob");
+    assert_eq!(
+        b.presence,
+        Presence::Available,
+        "the duplicates claimed nobody else"
+    );
+
+    stack.sim.hang_up(&customer).expect("caller hangs up");
+    let done = wait_call(&stack, &customer, "completed", |c| {
+        c.status == CallStatus::Completed
+    })
+    .await;
+    assert_eq!(done.outcome.as_deref(), Some("answered"));
+    wait_agent(&stack, &alice, Presence::Available).await;
+    // Both legs end up `left`, whatever the delivery order of the copies.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let parts = calls::participants(&t, &customer)
+            .await
+            .expect("participants");
+        if parts.len() == 2 && parts.iter().all(|p| p.state == "left") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "participants never settled: {parts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stack
+        .sim
+        .wait_for("all callbacks answered", WAIT, |s| {
+            s.callbacks().iter().all(|c| c.status.is_some())
+        })
+        .await
+        .expect("callbacks answered");
+    assert_eq!(
+        calls::get(&t, &customer).await.expect("read"),
+        Some(done),
+        "late copies changed nothing"
+    );
+    assert_clean(&stack);
+}
+
+#[tokio::test]
+async fn a_caller_who_hangs_up_while_queued_leaves_the_queue() {
+    let stack = Stack::start("voice-abandon").await;
+    let customer = call_in(&stack, CUSTOMER).await;
+    wait_call(&stack, &customer, "queued", |c| {
+        c.status == CallStatus::Queued
+    })
+    .await;
+    stack.sim.hang_up(&customer).expect("caller hangs up");
+    let done = wait_call(&stack, &customer, "completed", |c| {
+        c.status == CallStatus::Completed
+    })
+    .await;
+    assert_eq!(done.outcome.as_deref(), Some("abandoned"));
+    assert!(
+        calls::oldest_waiting(&table(&stack), 10)
+            .await
+            .expect("queue")
+            .is_empty()
+    );
+    assert_clean(&stack);
+}
