@@ -416,3 +416,43 @@ async fn a_caller_who_hangs_up_while_queued_leaves_the_queue() {
     );
     assert_clean(&stack);
 }
+
+#[tokio::test]
+async fn a_waiting_caller_hears_the_hold_music() {
+    let stack = Stack::start("voice-hold-music").await;
+    let customer = call_in(&stack, CUSTOMER).await;
+    wait_call(&stack, &customer, "queued", |c| {
+        c.status == CallStatus::Queued
+    })
+    .await;
+    let wait_url = stack.url("/twilio/hold-music");
+    let heard = stack.sim.call(&customer).expect("call").heard;
+    assert!(
+        heard.iter().any(|h| *h == format!("wait:{wait_url}")),
+        "{heard:?}"
+    );
+    // What Twilio gets when it requests the waitUrl.
+    let params: Vec<(String, String)> = [
+        ("AccountSid", e2e::local_twilio("TWILIO_ACCOUNT_SID")),
+        ("CallSid", customer.as_str()),
+        ("ConferenceSid", "CF00000000000000000000000000000001"),
+        ("QueueTime", "3"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let sig = stack.twilio_signature("/twilio/hold-music", &params);
+    let resp = stack
+        .post_twilio("/twilio/hold-music", &params, Some(&sig))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.expect("body");
+    assert!(
+        body.contains(&format!(
+            "<Play loop=\"0\">{}</Play>",
+            voice::config::DEFAULT_HOLD_MUSIC_URL
+        )),
+        "{body}"
+    );
+    assert_clean(&stack);
+}
