@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use shared::ids::{CallSid, ClientIdentity};
-use shared::store::calls::{self, CallStatus, Created, ParticipantEvent};
+use shared::store::calls::{self, CallStatus, Created, ParticipantEvent, ParticipantFlags};
 use shared::store::testing::fresh_table;
 use shared::store::{Table, keys};
 use time::macros::datetime;
@@ -366,4 +366,55 @@ async fn participant_events_apply_in_sequence_order_once() {
             .await
             .expect("read")
     );
+}
+
+#[tokio::test]
+async fn participant_flags_keep_the_newest_and_leave_presence_alone() {
+    let t = table().await;
+    let call = new_call(&t, 1, T0).await;
+    let leg = sid(60);
+    let r = Duration::days(1);
+    let muted = ParticipantFlags {
+        muted: true,
+        hold: false,
+        coaching: false,
+    };
+    let unmuted = ParticipantFlags {
+        muted: false,
+        ..muted
+    };
+    let join = ParticipantEvent {
+        participant: &leg,
+        label: Some("supervisor"),
+        joined: true,
+        reason: None,
+        sequence: 2,
+    };
+    assert!(
+        calls::apply_participant_event(&t, &call.call_id, &join, T0, r)
+            .await
+            .expect("join")
+    );
+    assert!(
+        calls::apply_participant_flags(&t, &call.call_id, &leg, unmuted, 2, T0, r)
+            .await
+            .expect("flags")
+    );
+    // A mute at 4 arrives before an unmute at 3: the mute stays.
+    assert!(
+        calls::apply_participant_flags(&t, &call.call_id, &leg, muted, 4, T0, r)
+            .await
+            .expect("mute")
+    );
+    assert!(
+        !calls::apply_participant_flags(&t, &call.call_id, &leg, unmuted, 3, T0, r)
+            .await
+            .expect("late")
+    );
+    let parts = calls::participants(&t, &call.call_id)
+        .await
+        .expect("participants");
+    assert_eq!(parts[0].flags, Some(muted));
+    assert_eq!(parts[0].state, "joined", "flags do not touch presence");
+    assert_eq!(parts[0].label.as_deref(), Some("supervisor"));
 }

@@ -6,7 +6,7 @@
 //! | pattern | key condition | index |
 //! |---|---|---|
 //! | call by id | `pk = CALL#<callId>`, `sk = CALL` | table |
-//! | participants of a call | `pk = CALL#<callId>`, `sk begins_with PART#` (`PART#<CallSid>`) | table |
+//! | participants of a call (label, joined/left, muted/hold/coaching) | `pk = CALL#<callId>`, `sk begins_with PART#` (`PART#<CallSid>`) | table |
 //! | applied conference events of a call | `pk = CALL#<callId>`, `sk = EVENT#<SequenceNumber, 10 digits>` | table |
 //! | live calls, oldest first | `gsi2pk = CALLS#LIVE`, `gsi2sk` ascending (`<createdAt>#<callId>`) | `gsi2` |
 //! | waiting queue, arrival order (FIFO) | `gsi1pk = QUEUE#WAITING`, `gsi1sk` ascending (`<enqueuedAt>#<callId>`) | `gsi1` |
@@ -605,6 +605,8 @@ pub struct Participant {
     pub left_at: Option<String>,
     pub leave_reason: Option<String>,
     pub last_sequence: u64,
+    /// The newest flags recorded (`None` before any).
+    pub flags: Option<ParticipantFlags>,
 }
 
 /// A participant event (`participant-join` / `participant-leave`, ...).
@@ -666,6 +668,56 @@ pub async fn apply_participant_event(
     }
 }
 
+/// A participant's audio flags as of one event (every participant event
+/// carries all of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParticipantFlags {
+    pub muted: bool,
+    pub hold: bool,
+    pub coaching: bool,
+}
+
+/// Records a participant's flags unless a later event's flags were already
+/// recorded. Guarded separately from join/leave (`flagsSequence`), so a late
+/// mute cannot hide a leave and a late join cannot undo a mute.
+pub async fn apply_participant_flags(
+    table: &Table,
+    call_id: &CallSid,
+    participant: &CallSid,
+    flags: ParticipantFlags,
+    sequence: u64,
+    now: OffsetDateTime,
+    retention: time::Duration,
+) -> Result<bool, StoreError> {
+    let result = table
+        .client()
+        .update_item()
+        .table_name(table.name())
+        .key(keys::PK, s(call_pk(call_id)))
+        .key(keys::SK, s(part_sk(participant)))
+        .update_expression(
+            "SET entity = :entity, callSid = :sid, muted = :muted, #hold = :hold, \
+             coaching = :coaching, flagsSequence = :seq, #exp = :exp",
+        )
+        .condition_expression("attribute_not_exists(flagsSequence) OR flagsSequence < :seq")
+        .expression_attribute_names("#hold", "hold")
+        .expression_attribute_names("#exp", keys::EXPIRES_AT)
+        .expression_attribute_values(":entity", s("participant"))
+        .expression_attribute_values(":sid", s(participant.as_str()))
+        .expression_attribute_values(":muted", AttributeValue::Bool(flags.muted))
+        .expression_attribute_values(":hold", AttributeValue::Bool(flags.hold))
+        .expression_attribute_values(":coaching", AttributeValue::Bool(flags.coaching))
+        .expression_attribute_values(":seq", n(sequence))
+        .expression_attribute_values(":exp", n((now + retention).unix_timestamp()))
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if is_conditional_failure(&e) => Ok(false),
+        Err(e) => Err(StoreError::sdk(e)),
+    }
+}
+
 /// The participants of a call, in CallSid order.
 pub async fn participants(
     table: &Table,
@@ -703,6 +755,19 @@ pub async fn participants(
                     .and_then(|v| v.as_n().ok())
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0),
+                flags: item.contains_key("flagsSequence").then(|| {
+                    let flag = |k: &str| {
+                        item.get(k)
+                            .and_then(|v| v.as_bool().ok())
+                            .copied()
+                            .unwrap_or(false)
+                    };
+                    ParticipantFlags {
+                        muted: flag("muted"),
+                        hold: flag("hold"),
+                        coaching: flag("coaching"),
+                    }
+                }),
             })
         })
         .collect()
