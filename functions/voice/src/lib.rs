@@ -17,7 +17,7 @@ use shared::http::{
 use shared::ids::{CallSid, ClientIdentity};
 use shared::store::Table;
 use shared::store::agents::{self, Release, SettablePresence, Transition};
-use shared::store::calls::{self, Call, CallStatus, Created, ParticipantEvent};
+use shared::store::calls::{self, Call, CallStatus, Created, ParticipantEvent, ParticipantFlags};
 use shared::twilio::rest::{ClientSettings, TwilioClient};
 use shared::twilio::signature::WebhookValidator;
 use time::OffsetDateTime;
@@ -329,6 +329,22 @@ impl App {
             return Ok(empty_response(StatusCode::NO_CONTENT));
         }
         let retention = self.voice.retention();
+        if let Some(leg) = &participant
+            && let Some(flags) = participant_flags(form)?
+        {
+            // Every participant event carries the leg's current flags:
+            // mute, hold and coaching changes land here, newest first.
+            calls::apply_participant_flags(
+                &self.table,
+                &call_id,
+                leg,
+                flags,
+                sequence,
+                now,
+                retention,
+            )
+            .await?;
+        }
         match (event, &participant) {
             ("participant-join", Some(leg)) => {
                 let label = form.get("ParticipantLabel");
@@ -370,8 +386,7 @@ impl App {
                 .await?;
             }
             ("conference-end", _) => self.call_ended(&call_id, now).await?,
-            // Start, mute, hold, modify...: recorded as applied; their
-            // effects on the participants come with supervision.
+            // Start, mute, hold, modify...: their flags were recorded above.
             _ => {}
         }
         calls::mark_event_applied(&self.table, &call_id, sequence, event, now, retention).await?;
@@ -442,6 +457,27 @@ impl App {
     }
 }
 
+/// `Muted`, `Hold` and `Coaching` of a participant event; `None` when the
+/// event carries none of them.
+fn participant_flags(form: &TwilioForm) -> Result<Option<ParticipantFlags>, ApiError> {
+    let flag = |name: &str| {
+        form.parse_opt(name, |v| match v {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            other => Err(format!("{other:?} is not true or false")),
+        })
+    };
+    let (muted, hold, coaching) = (flag("Muted")?, flag("Hold")?, flag("Coaching")?);
+    if muted.is_none() && hold.is_none() && coaching.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(ParticipantFlags {
+        muted: muted.unwrap_or(false),
+        hold: hold.unwrap_or(false),
+        coaching: coaching.unwrap_or(false),
+    }))
+}
+
 enum Offer {
     Ringing,
     NotWaiting,
@@ -461,4 +497,49 @@ fn route_name(route: &str) -> &'static str {
         .find(|r| **r == route)
         .copied()
         .unwrap_or("this route")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(pairs: &[(&str, &str)]) -> TwilioForm {
+        TwilioForm::from_pairs(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn conference_names_round_trip() {
+        let id = CallSid::parse("CAa9f5c02661449771d833424d61fcd254").expect("sid");
+        assert_eq!(call_id_of_conference(&conference_name(&id)), Some(id));
+        assert_eq!(call_id_of_conference("support-room"), None);
+        assert_eq!(call_id_of_conference("call-CAnot-a-sid"), None);
+    }
+
+    #[test]
+    fn participant_flags_are_parsed_strictly() {
+        assert_eq!(
+            participant_flags(&form(&[("CallSid", "x")])).ok(),
+            Some(None)
+        );
+        let f = participant_flags(&form(&[("Muted", "true"), ("Hold", "false")]))
+            .ok()
+            .flatten();
+        assert_eq!(
+            f,
+            Some(ParticipantFlags {
+                muted: true,
+                hold: false,
+                coaching: false
+            })
+        );
+        assert!(matches!(
+            participant_flags(&form(&[("Muted", "yes")])),
+            Err(ApiError::BadRequest(_))
+        ));
+    }
 }

@@ -170,6 +170,12 @@ async fn inbound_call_reaches_an_agent_and_frees_them_at_the_end() {
     let mut labels: Vec<_> = parts.iter().filter_map(|p| p.label.clone()).collect();
     labels.sort();
     assert_eq!(labels, ["agent", "customer"]);
+    assert!(
+        parts
+            .iter()
+            .all(|p| p.flags.is_some_and(|f| !f.muted && !f.hold && !f.coaching)),
+        "flags recorded from the join events: {parts:?}"
+    );
 
     stack.sim.hang_up(&customer).expect("caller hangs up");
     let done = wait_call(&stack, &customer, "completed", |c| {
