@@ -462,3 +462,120 @@ async fn a_waiting_caller_hears_the_hold_music() {
     );
     assert_clean(&stack);
 }
+
+#[tokio::test]
+async fn fifty_concurrent_calls_and_twenty_agents() {
+    const CALLS: usize = 50;
+    const AGENTS: usize = 20;
+    let stack = Stack::start("voice-fifty").await;
+    let mut agents_list = Vec::new();
+    for i in 0..AGENTS {
+        agents_list.push(make_available(&stack, &format!("agent_{i:02}")).await);
+    }
+    let placed = place_calls(&stack, CALLS).await;
+    assert_eq!(placed.len(), CALLS);
+
+    // Each caller hangs up as soon as an agent is with them; queued callers
+    // get the freed agents, until every call has ended.
+    let t = table(&stack);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut hung_up = std::collections::BTreeSet::new();
+    loop {
+        for conf in stack.sim.conferences() {
+            if conf.status == "completed" || connected_labels(&conf) != ["agent", "customer"] {
+                continue;
+            }
+            let Some(id) = conf
+                .friendly_name
+                .strip_prefix("call-")
+                .and_then(|s| CallSid::parse(s).ok())
+            else {
+                continue;
+            };
+            if hung_up.insert(id.clone()) {
+                stack.sim.hang_up(&id).expect("caller hangs up");
+            }
+        }
+        let mut done = 0;
+        for id in &placed {
+            if calls::get(&t, id)
+                .await
+                .expect("read")
+                .is_some_and(|c| c.status == CallStatus::Completed)
+            {
+                done += 1;
+            }
+        }
+        if done == CALLS {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {done} of {CALLS} calls ended; {} answered",
+            hung_up.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // No call lost: every one was answered by an agent.
+    for id in &placed {
+        let c = calls::get(&t, id).await.expect("read").expect("call");
+        assert_eq!(c.outcome.as_deref(), Some("answered"), "{c:?}");
+    }
+    // Every agent released.
+    for a in &agents_list {
+        wait_agent(&stack, a, Presence::Available).await;
+    }
+    // No agent ever on two calls at once: their legs never overlap.
+    let legs = stack.sim.calls();
+    for a in &agents_list {
+        let mut spans: Vec<_> = legs
+            .iter()
+            .filter(|c| c.to == format!("client:{a}") && c.start_time.is_some())
+            .map(|c| (c.start_time, c.end_time))
+            .collect();
+        spans.sort();
+        for w in spans.windows(2) {
+            let (Some(end), Some(next_start)) = (w[0].1, w[1].0) else {
+                panic!("agent {a} has a leg that never ended: {w:?}");
+            };
+            assert!(end <= next_start, "agent {a} on two calls at once: {w:?}");
+        }
+    }
+    assert!(
+        calls::live(&t, 100).await.expect("live").is_empty(),
+        "no live call left"
+    );
+    assert_clean(&stack);
+}
+
+/// Places `n` inbound calls at once, from distinct numbers.
+async fn place_calls(stack: &Stack, n: usize) -> Vec<CallSid> {
+    let calls = (0..n).map(|i| async move { call_in(stack, &format!("+1555200{i:04}")).await });
+    join_all(calls.collect()).await
+}
+
+/// Drives every future on this task until all are done (the crate has no
+/// `futures` dependency; this is its `join_all`).
+async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
