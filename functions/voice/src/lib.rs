@@ -18,7 +18,7 @@ use shared::ids::{CallSid, ClientIdentity};
 use shared::store::Table;
 use shared::store::agents::{self, Release, SettablePresence, Transition};
 use shared::store::calls::{self, Call, CallStatus, Created, ParticipantEvent, ParticipantFlags};
-use shared::twilio::rest::{ClientSettings, TwilioClient};
+use shared::twilio::rest::{ClientSettings, TwilioClient, UpdateCall};
 use shared::twilio::signature::WebhookValidator;
 use time::OffsetDateTime;
 
@@ -370,6 +370,7 @@ impl App {
                 }
             }
             ("participant-leave", Some(leg)) => {
+                let customer_left = *leg == call_id;
                 calls::apply_participant_event(
                     &self.table,
                     &call_id,
@@ -384,6 +385,13 @@ impl App {
                     retention,
                 )
                 .await?;
+                // The customer's leg is the call: once it has left, the call
+                // is over even if the conference lingers (a conference that
+                // never started does not end when the customer leaves, and
+                // the agent's leg may still be ringing).
+                if customer_left {
+                    self.call_ended(&call_id, now).await?;
+                }
             }
             ("conference-end", _) => self.call_ended(&call_id, now).await?,
             // Start, mute, hold, modify...: their flags were recorded above.
@@ -404,6 +412,11 @@ impl App {
                 None => return Ok(()),
             },
         };
+        if call.agent_joined_at.is_none()
+            && let Some(leg) = &call.agent_leg
+        {
+            self.cancel_agent_leg(leg).await;
+        }
         if let Some(agent) = &call.agent {
             let released = self
                 .release_agent(agent, call_id, SettablePresence::Available, now)
@@ -415,6 +428,26 @@ impl App {
             }
         }
         Ok(())
+    }
+
+    /// Stops an agent's leg that is still ringing for a call that ended. A
+    /// failure is logged, not returned: the call is over either way, and the
+    /// leg's own `canceled` / `completed` callback changes nothing.
+    async fn cancel_agent_leg(&self, leg: &CallSid) {
+        let cancel = UpdateCall {
+            status: Some("canceled".to_owned()),
+            ..UpdateCall::default()
+        };
+        if let Err(e) = self.twilio.update_call(leg, &cancel).await {
+            // Answered in the meantime: hang it up instead.
+            let hang_up = UpdateCall {
+                status: Some("completed".to_owned()),
+                ..UpdateCall::default()
+            };
+            if let Err(e2) = self.twilio.update_call(leg, &hang_up).await {
+                tracing::warn!(%leg, cancel = %e, hang_up = %e2, "could not stop the agent's leg");
+            }
+        }
     }
 
     /// The agent leg's call progress. A leg that ends without answering sets

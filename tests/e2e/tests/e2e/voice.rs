@@ -628,3 +628,40 @@ async fn inbound_latency_benchmark() {
         latencies[latencies.len() - 1]
     );
 }
+
+#[tokio::test]
+async fn a_caller_who_hangs_up_while_the_agent_rings_frees_the_agent() {
+    let stack = Stack::start("voice-abandon-ringing").await;
+    let alice = make_available(&stack, "alice").await;
+    stack
+        .sim
+        .set_leg_behavior("client:alice", LegBehavior::Ring);
+    let customer = call_in(&stack, CUSTOMER).await;
+    let ringing = wait_call(&stack, &customer, "ringing", |c| {
+        c.status == CallStatus::Ringing && c.agent_leg.is_some()
+    })
+    .await;
+    let leg = ringing.agent_leg.expect("agent leg");
+    stack.sim.hang_up(&customer).expect("caller hangs up");
+    let done = wait_call(&stack, &customer, "completed", |c| {
+        c.status == CallStatus::Completed
+    })
+    .await;
+    assert_eq!(done.outcome.as_deref(), Some("abandoned"));
+    // The agent's phone stops ringing and she is available again (not
+    // away: she did nothing wrong).
+    stack
+        .sim
+        .wait_for_call_status(&leg, "canceled", WAIT)
+        .await
+        .expect("agent leg canceled");
+    let a = wait_agent(&stack, &alice, Presence::Available).await;
+    assert_eq!(a.current_call_id, None);
+    assert!(
+        calls::live(&table(&stack), 10)
+            .await
+            .expect("live")
+            .is_empty()
+    );
+    assert_clean(&stack);
+}
