@@ -1,52 +1,15 @@
 //! Calls, the waiting queue, participants and applied conference events
 //! against DynamoDB Local. Each test has its own table.
 
-use std::path::PathBuf;
-
 use shared::ids::{CallSid, ClientIdentity};
 use shared::store::calls::{self, CallStatus, Created, ParticipantEvent, ParticipantFlags};
 use shared::store::testing::fresh_table;
 use shared::store::{Table, keys};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
-use tokio::sync::OnceCell;
-
-static DYNAMODB: OnceCell<String> = OnceCell::const_new();
-
-/// DynamoDB Local: `AWS_ENDPOINT_URL_DYNAMODB` when `make test` exported it,
-/// else the local-stack test emulators (started once, reused by later runs).
-async fn endpoint() -> &'static str {
-    DYNAMODB
-        .get_or_init(|| async {
-            if let Ok(ep) = std::env::var("AWS_ENDPOINT_URL_DYNAMODB") {
-                return ep;
-            }
-            let ws = local_stack::workspace_dir();
-            let mut o = local_stack::stack::UpOptions::defaults(&ws);
-            o.state_dir = ws.join(".local/test-stack");
-            (o.dynamodb_port, o.s3_port, o.sqs_port, o.gateway_port) = (0, 0, 0, 0);
-            o.persist = false;
-            o.prefix = "base-".into();
-            let target = std::env::var("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|_| ws.join("target"));
-            o.cc_local = target.join("debug/cc-local");
-            o.netns = o.netns && o.cc_local.is_file();
-            let template = local_stack::Template::load(local_stack::Template::workspace_path())
-                .expect("template.yaml");
-            local_stack::stack::up(&o, &template)
-                .await
-                .expect("start DynamoDB Local (run scripts/install-tools.sh first)")
-                .endpoints
-                .dynamodb
-        })
-        .await
-}
 
 async fn table() -> Table {
-    fresh_table(endpoint().await, "test-calls-")
-        .await
-        .expect("create table")
+    fresh_table("test-calls").await
 }
 
 fn sid(n: u32) -> CallSid {

@@ -3,7 +3,6 @@
 //! DynamoDB Local and a local token issuer. After every refused request the
 //! table is unchanged.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use lambda_http::{Body, Request, Response};
@@ -15,51 +14,11 @@ use shared::store::Table;
 use shared::store::agents;
 use shared::store::testing::{fresh_table, snapshot};
 use token::{App, TokenConfig};
-use tokio::sync::OnceCell;
 
 const ACCOUNT_SID: &str = "AC17149d439536b3216fdaeeb975729fae";
 const API_KEY_SID: &str = "SK33545a3c0202219ec0605e636d32b327";
 const API_KEY_SECRET: &str = "test-api-key-secret-0000000000001";
 const APP_SID: &str = "AP620104d159e8489b0ac35e5fa870d0a7";
-
-static STACK: OnceCell<BTreeMap<String, String>> = OnceCell::const_new();
-
-/// The local emulators' environment (DynamoDB Local, moto's Cognito pool):
-/// the process environment when `make test` exported it, else the
-/// local-stack test emulators (started once, reused by later runs).
-async fn stack_env() -> &'static BTreeMap<String, String> {
-    STACK
-        .get_or_init(|| async {
-            if std::env::var("AWS_ENDPOINT_URL_DYNAMODB").is_ok() {
-                return std::env::vars().collect();
-            }
-            let ws = local_stack::workspace_dir();
-            let mut o = local_stack::stack::UpOptions::defaults(&ws);
-            o.state_dir = ws.join(".local/test-stack");
-            (o.dynamodb_port, o.s3_port, o.sqs_port, o.gateway_port) = (0, 0, 0, 0);
-            o.persist = false;
-            o.prefix = "base-".into();
-            let target = std::env::var("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|_| ws.join("target"));
-            o.cc_local = target.join("debug/cc-local");
-            o.netns = o.netns && o.cc_local.is_file();
-            let template = local_stack::Template::load(local_stack::Template::workspace_path())
-                .expect("template.yaml");
-            local_stack::stack::up(&o, &template)
-                .await
-                .expect("start the local emulators (run scripts/install-tools.sh first)")
-                .env
-        })
-        .await
-}
-
-async fn endpoint() -> &'static str {
-    stack_env()
-        .await
-        .get("AWS_ENDPOINT_URL_DYNAMODB")
-        .expect("AWS_ENDPOINT_URL_DYNAMODB")
-}
 
 fn env(extra: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
     let mut env: std::collections::HashMap<String, String> = [
@@ -88,9 +47,7 @@ struct Fixture {
 
 async fn fixture(token_use: TokenUse) -> Fixture {
     let issuer = TestIssuer::start().await;
-    let table = fresh_table(endpoint().await, "test-token-")
-        .await
-        .expect("table");
+    let table = fresh_table("test-token").await;
     let env = env(&[]);
     let common = CommonConfig::load(&env, &NoSecretStore)
         .await
@@ -574,7 +531,7 @@ async fn ttl_is_configurable_and_bounded_at_start_up() {
 /// mint-token` makes them), verified against moto's JWKS.
 #[tokio::test]
 async fn tokens_from_the_local_cognito_pool() {
-    let env = stack_env().await;
+    let env = local_stack::testing::environment().await;
     let pool = local_stack::users::PoolRef::from_env(env).expect("a local user pool");
     let auth = shared::auth::AuthConfig {
         issuer: env["AUTH_ISSUER"].clone(),
@@ -582,9 +539,7 @@ async fn tokens_from_the_local_cognito_pool() {
         jwks_url: env["AUTH_JWKS_URL"].clone(),
         token_use: TokenUse::Access,
     };
-    let table = fresh_table(endpoint().await, "test-token-moto-")
-        .await
-        .expect("table");
+    let table = fresh_table("test-token-moto").await;
     let e = self::env(&[]);
     let common = CommonConfig::load(&e, &NoSecretStore).await.unwrap();
     let app = App::new(

@@ -21,10 +21,6 @@ pub mod calls;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType,
-};
 
 /// Key names and the access patterns built from them.
 pub mod keys {
@@ -109,59 +105,6 @@ impl Table {
     pub fn name(&self) -> &str {
         &self.name
     }
-
-    /// Creates a table of the template's shape (`StateTable`). For tests and
-    /// local runs; in AWS the template creates it.
-    pub async fn create(client: Client, name: impl Into<String>) -> Result<Self, StoreError> {
-        let name = name.into();
-        let attr = |n: &str| {
-            AttributeDefinition::builder()
-                .attribute_name(n)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .map_err(|e| StoreError::Dynamo(e.to_string()))
-        };
-        let key = |n: &str, t: KeyType| {
-            KeySchemaElement::builder()
-                .attribute_name(n)
-                .key_type(t)
-                .build()
-                .map_err(|e| StoreError::Dynamo(e.to_string()))
-        };
-        let gsi = |index: &str, pk: &str, sk: &str| -> Result<GlobalSecondaryIndex, StoreError> {
-            GlobalSecondaryIndex::builder()
-                .index_name(index)
-                .key_schema(key(pk, KeyType::Hash)?)
-                .key_schema(key(sk, KeyType::Range)?)
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::All)
-                        .build(),
-                )
-                .build()
-                .map_err(|e| StoreError::Dynamo(e.to_string()))
-        };
-        let mut req = client
-            .create_table()
-            .table_name(&name)
-            .billing_mode(BillingMode::PayPerRequest)
-            .key_schema(key(keys::PK, KeyType::Hash)?)
-            .key_schema(key(keys::SK, KeyType::Range)?)
-            .global_secondary_indexes(gsi(keys::GSI1, keys::GSI1PK, keys::GSI1SK)?)
-            .global_secondary_indexes(gsi(keys::GSI2, keys::GSI2PK, keys::GSI2SK)?);
-        for a in [
-            keys::PK,
-            keys::SK,
-            keys::GSI1PK,
-            keys::GSI1SK,
-            keys::GSI2PK,
-            keys::GSI2SK,
-        ] {
-            req = req.attribute_definitions(attr(a)?);
-        }
-        req.send().await.map_err(StoreError::sdk)?;
-        Ok(Self::new(client, name))
-    }
 }
 
 /// A fixed-width UTC timestamp with milliseconds (`2026-11-23T10:00:00.123Z`):
@@ -200,31 +143,11 @@ mod tests {
 pub mod testing {
     use super::{StoreError, Table};
 
-    /// A client for the DynamoDB endpoint at `endpoint` with dummy credentials.
-    pub fn local_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
-        let conf = aws_sdk_dynamodb::Config::builder()
-            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "cclocal",
-                "cclocalsecret",
-                None,
-                None,
-                "test",
-            ))
-            .endpoint_url(endpoint)
-            .build();
-        aws_sdk_dynamodb::Client::from_conf(conf)
-    }
-
-    /// A new table named `<prefix><pid>-<random>`; tests never share one.
-    pub async fn fresh_table(endpoint: &str, prefix: &str) -> Result<Table, StoreError> {
-        let name = format!(
-            "{prefix}{}-{:016x}",
-            std::process::id(),
-            rand::random::<u64>()
-        );
-        Table::create(local_client(endpoint), name).await
+    /// A fresh copy of the template's state table (provisioned from
+    /// template.yaml, the one definition of it), in the local emulators.
+    pub async fn fresh_table(name: &str) -> Table {
+        let (endpoints, resources) = local_stack::testing::fresh_resources(name).await;
+        Table::new(endpoints.dynamodb_client(), resources.table_name)
     }
 
     /// Every item in the table, sorted by key: tests compare snapshots to

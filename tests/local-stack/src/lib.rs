@@ -18,6 +18,7 @@ pub mod runtime;
 pub mod sqs_poller;
 pub mod stack;
 pub mod template;
+pub mod testing;
 pub mod users;
 
 pub use gateway::{Gateway, GatewayConfig, GatewayError};
