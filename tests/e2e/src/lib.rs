@@ -1,7 +1,8 @@
 //! The end-to-end harness: one isolated copy of the whole system per test.
 //!
 //! Each [`Stack`] provisions its own table, bucket and queues (unique name
-//! prefix) in the shared emulators that `make test` started, starts its own
+//! prefix) in the emulators (`make test`'s, or started once for a plain
+//! `cargo test`: see `local_stack::testing`), starts its own
 //! Twilio simulator, and serves the real function binaries through the local
 //! API gateway and Lambda Runtime API, exactly as `make dev` does. Tests then
 //! talk HTTP over loopback, like Twilio and browsers would.
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use local_stack::runtime::ChildOutput;
 use local_stack::stack::LOCAL_TWILIO;
-use local_stack::{Gateway, GatewayConfig, LocalEndpoints, Provisioned, Template, provision};
+use local_stack::{Gateway, GatewayConfig, LocalEndpoints, Provisioned, Template};
 use shared::twilio::signature::{Algorithm, sign};
 use twilio_sim::{SimConfig, SimHandle, Simulator};
 
@@ -48,18 +49,6 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
-/// The emulators `make test` started (their endpoints are in the environment).
-pub fn endpoints() -> LocalEndpoints {
-    LocalEndpoints::from_env().unwrap_or_else(|e| {
-        panic!("the emulators are not running ({e}); run the tests with `make test`")
-    })
-}
-
-fn unique_prefix(name: &str) -> String {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    format!("e2e-{name}-{}-", &id[..8])
-}
-
 /// One isolated copy of the system.
 pub struct Stack {
     pub gateway: Gateway,
@@ -77,11 +66,9 @@ impl Stack {
     /// Like [`Stack::start`], with the functions told that Twilio reaches them on
     /// `public_base_url` (as behind API Gateway, where it is not the gateway's own address).
     pub async fn start_with(name: &str, public_base_url: Option<&str>) -> Self {
-        let endpoints = endpoints();
+        let (endpoints, resources) =
+            local_stack::testing::fresh_resources(&format!("e2e-{name}")).await;
         let template = template();
-        let resources = provision(&template, &endpoints, &unique_prefix(name))
-            .await
-            .expect("provision the template's resources");
         let sim = Simulator::start(SimConfig {
             account_sid: shared::ids::AccountSid::parse(local_twilio("TWILIO_ACCOUNT_SID"))
                 .expect("valid local account SID"),
@@ -99,8 +86,11 @@ impl Stack {
         .expect("start the Twilio simulator");
 
         let mut config = GatewayConfig::new(template, bin_dir());
-        let mut env: BTreeMap<String, String> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("AWS_") || k.starts_with("AUTH_") || k == "RUST_LOG")
+        let mut env: BTreeMap<String, String> = local_stack::testing::environment()
+            .await
+            .iter()
+            .filter(|(k, _)| k.starts_with("AWS_") || k.starts_with("AUTH_") || *k == "RUST_LOG")
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (k, v) in LOCAL_TWILIO {
             env.insert((*k).to_owned(), (*v).to_owned());
