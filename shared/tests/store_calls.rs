@@ -152,7 +152,7 @@ async fn offer_ring_failure_queue_and_finish() {
         .table_name(t.name())
         .key(
             keys::PK,
-            aws_sdk_dynamodb::types::AttributeValue::S(format!("CALL#{}", call.call_id)),
+            aws_sdk_dynamodb::types::AttributeValue::S(shared::store::keys::call_pk(&call.call_id)),
         )
         .key(
             keys::SK,

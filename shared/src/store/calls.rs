@@ -1,15 +1,8 @@
 //! Calls: the truth about each call, its participants, the applied conference
 //! events, the live-calls view and the waiting queue.
 //!
-//! Access patterns added by this module (to be merged into [`super::keys`]):
-//!
-//! | pattern | key condition | index |
-//! |---|---|---|
-//! | call by id | `pk = CALL#<callId>`, `sk = CALL` | table |
-//! | participants of a call (label, joined/left, muted/hold/coaching) | `pk = CALL#<callId>`, `sk begins_with PART#` (`PART#<CallSid>`) | table |
-//! | applied conference events of a call | `pk = CALL#<callId>`, `sk = EVENT#<SequenceNumber, 10 digits>` | table |
-//! | live calls, oldest first | `gsi2pk = CALLS#LIVE`, `gsi2sk` ascending (`<createdAt>#<callId>`) | `gsi2` |
-//! | waiting queue, arrival order (FIFO) | `gsi1pk = QUEUE#WAITING`, `gsi1sk` ascending (`<enqueuedAt>#<callId>`) | `gsi1` |
+//! Its access patterns are named in [`super::keys`] and listed in the table
+//! of [`super`].
 //!
 //! `gsi1` is shared with the agents module's `AGENTS#AVAILABLE` partition: the
 //! partition keys differ, so the two never mix. A call item carries its `gsi2`
@@ -30,22 +23,7 @@ use time::OffsetDateTime;
 use super::{StoreError, Table, keys, timestamp};
 use crate::ids::{CallSid, ClientIdentity};
 
-pub const LIVE_CALLS: &str = "CALLS#LIVE";
-pub const QUEUE_WAITING: &str = "QUEUE#WAITING";
-const CALL_SK: &str = "CALL";
-
-fn call_pk(id: &CallSid) -> String {
-    format!("CALL#{id}")
-}
-
-fn part_sk(participant: &CallSid) -> String {
-    format!("PART#{participant}")
-}
-
-fn event_sk(sequence: u64) -> String {
-    // Fixed width so the events sort in sequence order.
-    format!("EVENT#{sequence:010}")
-}
+use keys::{LIVE_CALLS, QUEUE_WAITING, call_pk, event_sk, part_sk};
 
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
@@ -58,7 +36,7 @@ fn n(v: impl ToString) -> AttributeValue {
 fn call_key(id: &CallSid) -> HashMap<String, AttributeValue> {
     HashMap::from([
         (keys::PK.to_owned(), s(call_pk(id))),
-        (keys::SK.to_owned(), s(CALL_SK)),
+        (keys::SK.to_owned(), s(keys::CALL_SK)),
     ])
 }
 
@@ -731,7 +709,7 @@ pub async fn participants(
         .expression_attribute_names("#pk", keys::PK)
         .expression_attribute_names("#sk", keys::SK)
         .expression_attribute_values(":pk", s(call_pk(call_id)))
-        .expression_attribute_values(":part", s("PART#"))
+        .expression_attribute_values(":part", s(keys::PART_PREFIX))
         .consistent_read(true)
         .send()
         .await

@@ -10,11 +10,17 @@
 //! |---|---|---|
 //! | agent by identity | `pk = AGENT#<identity>`, `sk = AGENT` | table |
 //! | available agents, longest idle first | `gsi1pk = AGENTS#AVAILABLE`, `gsi1sk` ascending (`<availableSince>#<identity>`) | `gsi1` |
+//! | call by id | `pk = CALL#<callId>`, `sk = CALL` | table |
+//! | participants of a call (label, joined/left, muted/hold/coaching) | `pk = CALL#<callId>`, `sk begins_with PART#` (`PART#<CallSid>`) | table |
+//! | applied conference events of a call | `pk = CALL#<callId>`, `sk = EVENT#<SequenceNumber, 10 digits>` | table |
+//! | live calls, oldest first | `gsi2pk = CALLS#LIVE`, `gsi2sk` ascending (`<createdAt>#<callId>`) | `gsi2` |
+//! | waiting queue, arrival order (FIFO) | `gsi1pk = QUEUE#WAITING`, `gsi1sk` ascending (`<enqueuedAt>#<callId>`) | `gsi1` |
 //!
 //! The `gsi1` entry of an agent exists only while the agent is available, so
 //! the index holds exactly the agents a call may be offered to, oldest
-//! `availableSince` first. Add new patterns (calls, the waiting queue, ...)
-//! to [`keys`] and to this table.
+//! `availableSince` first. A call carries its `gsi2` keys while it is live and
+//! its `gsi1` keys only while it waits; `gsi1`'s two partitions never mix.
+//! Add new patterns to [`keys`] and to this table.
 
 pub mod agents;
 pub mod calls;
@@ -49,6 +55,33 @@ pub mod keys {
     pub fn agent_available_sort(since: &str, identity: &crate::ids::ClientIdentity) -> String {
         format!("{since}#{identity}")
     }
+
+    /// Pattern "call by id": the partition of a call and everything about it.
+    pub fn call_pk(id: &crate::ids::CallSid) -> String {
+        format!("CALL#{id}")
+    }
+
+    /// The call item's sort key in its partition.
+    pub const CALL_SK: &str = "CALL";
+
+    /// Pattern "participants of a call": `begins_with(sk, PART_PREFIX)`.
+    pub const PART_PREFIX: &str = "PART#";
+
+    pub fn part_sk(participant: &crate::ids::CallSid) -> String {
+        format!("{PART_PREFIX}{participant}")
+    }
+
+    /// Pattern "applied conference events of a call". Fixed width so the
+    /// events sort in sequence order.
+    pub fn event_sk(sequence: u64) -> String {
+        format!("EVENT#{sequence:010}")
+    }
+
+    /// Pattern "live calls, oldest first": the `gsi2` partition.
+    pub const LIVE_CALLS: &str = "CALLS#LIVE";
+
+    /// Pattern "waiting queue, arrival order": the `gsi1` partition.
+    pub const QUEUE_WAITING: &str = "QUEUE#WAITING";
 }
 
 #[derive(Debug, thiserror::Error)]
