@@ -2,6 +2,8 @@
 #
 #   make dev     run the whole system locally (emulators + Twilio simulator + gateway on 127.0.0.1:3000)
 #   make down    stop the local emulators (and the simulator) started by `make dev`
+#   make demo    one scripted call through the whole local system, told as a timeline
+#   make bench   benchmarks (print figures): inbound webhook latency through the local gateway
 #   make test    every check: lint (fmt, clippy, cfn-lint, sam validate) + all tests against fresh emulators
 #   make lint    only the lint checks (+ a SAM-transform cycle check of template.yaml)
 #   make build   sam build (arm64 via cargo-lambda + zig)
@@ -23,7 +25,7 @@ CC_LOCAL := target/debug/cc-local
 .PHONY: help install-tools build-local dev down test test-only lint lint-fmt lint-clippy lint-template build deploy
 
 help:
-	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,12p' Makefile | sed 's/^# \{0,1\}//'
 
 install-tools:
 	@scripts/install-tools.sh
@@ -34,6 +36,12 @@ build-local:
 
 dev: install-tools build-local
 	@scripts/dev.sh
+
+demo: install-tools
+	@scripts/with-stack.sh demo target/debug/demo
+
+bench: install-tools
+	@scripts/with-stack.sh bench cargo bench -p e2e --bench inbound_latency
 
 down:
 	@if [ -x $(CC_LOCAL) ]; then $(CC_LOCAL) down; else echo "nothing to stop ($(CC_LOCAL) not built)"; fi

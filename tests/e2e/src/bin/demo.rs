@@ -287,21 +287,35 @@ async fn main() -> ExitCode {
                 "Twilio recorded {} ({} s, {} channel(s))",
                 r.sid, r.duration_secs, r.channels
             ));
-            let callback = stack.sim.callbacks().into_iter().find(|c| {
-                c.param("RecordingSid") == Some(r.sid.as_str())
-                    && c.param("RecordingStatus") == Some("completed")
-            });
-            match callback.and_then(|c| c.status) {
-                Some(204) | Some(200) if r.deleted => {
-                    tl.ok("offloaded to S3 and deleted at Twilio")
-                }
+            let sid = r.sid.clone();
+            let answered = stack
+                .sim
+                .wait_for_callback("the recording status callback", WAIT, |c| {
+                    c.param("RecordingSid") == Some(sid.as_str())
+                        && c.param("RecordingStatus") == Some("completed")
+                        && (c.status.is_some() || c.error.is_some())
+                })
+                .await
+                .ok()
+                .and_then(|c| c.status);
+            // Offload runs after the callback is answered: give it time to delete.
+            let deleted = matches!(answered, Some(200..=299))
+                && stack
+                    .sim
+                    .wait_for("the recording to leave Twilio", WAIT, |sim| {
+                        sim.recordings().iter().any(|x| x.sid == sid && x.deleted)
+                    })
+                    .await
+                    .is_ok();
+            match answered {
+                Some(200..=299) if deleted => tl.ok(&format!(
+                    "{sid} was copied to S3, verified, and deleted at Twilio"
+                )),
                 Some(501) => tl.not_built(&format!(
-                    "recording-offload answers 501 (issue 7); {} is still stored at Twilio",
-                    r.sid
+                    "recording-offload answers 501 (issue 7); {sid} is still stored at Twilio"
                 )),
                 other => tl.fail(&format!(
-                    "the recording callback answered {other:?}; deleted at Twilio: {}",
-                    r.deleted
+                    "the recording callback answered {other:?}; deleted at Twilio: {deleted}"
                 )),
             }
         }
@@ -322,6 +336,7 @@ async fn main() -> ExitCode {
             .url
             .split_once("/twilio/")
             .map_or(c.url.as_str(), |(_, p)| p);
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
         println!(
             "  #{:<3} {:<28} {:<22} {:<36} -> {}",
             c.id,
