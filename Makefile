@@ -41,7 +41,7 @@ demo: install-tools
 	@scripts/with-stack.sh demo target/debug/demo
 
 bench: install-tools
-	@scripts/with-stack.sh bench cargo bench -p e2e --bench inbound_latency
+	@scripts/with-stack.sh bench cargo bench --profile dev -p e2e --bench inbound_latency
 
 down:
 	@if [ -x $(CC_LOCAL) ]; then $(CC_LOCAL) down; else echo "nothing to stop ($(CC_LOCAL) not built)"; fi

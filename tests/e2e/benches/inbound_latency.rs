@@ -3,7 +3,8 @@
 //! Prints percentiles; asserts only that every request succeeded.
 //!
 //! Needs the emulators' endpoints in the environment, like the e2e tests:
-//! `make bench` (or `cargo bench -p e2e --bench inbound_latency` under `. .local/env`).
+//! `make bench` (or `cargo bench --profile dev -p e2e --bench inbound_latency` under
+//! `. .local/env`); it measures the binaries in `CC_BIN_DIR` (debug builds by default).
 
 use e2e::{Stack, local_twilio};
 
