@@ -3,7 +3,7 @@
 //! the same header and the same claims; and they decode with a standard JWT
 //! library using the API key secret.
 
-use std::path::PathBuf;
+mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -12,24 +12,8 @@ use shared::ids::{AccountSid, ApiKeySid, ApplicationSid, ClientIdentity};
 use shared::secret::Secret;
 use shared::twilio::access_token::{AccessTokenRequest, VoiceGrant, mint};
 
-fn vectors_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("TWILIO_VECTORS_DIR") {
-        return PathBuf::from(dir);
-    }
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/twilio-vectors");
-    assert!(
-        dir.is_dir(),
-        "Twilio vectors not found at {}; set TWILIO_VECTORS_DIR",
-        dir.display()
-    );
-    dir
-}
-
 fn vectors() -> Vec<Value> {
-    let path = vectors_dir().join("access_tokens.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).expect("vector file is JSON")
+    common::load("access_tokens.json")
 }
 
 fn decode_segment(seg: &str) -> Value {

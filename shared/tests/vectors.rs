@@ -2,32 +2,13 @@
 //! (`../shared/twilio-vectors/`, beside the clone). Every vector must agree:
 //! valid signatures accepted, invalid ones refused, documents equal.
 
-use std::path::PathBuf;
+mod common;
 
 use serde_json::Value;
 use shared::secret::Secret;
 use shared::twilio::signature::{SignedRequest, WebhookValidator};
 
-fn vectors_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("TWILIO_VECTORS_DIR") {
-        return PathBuf::from(dir);
-    }
-    // shared/ (this crate) -> the clone -> its parent, where shared/twilio-vectors lives.
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/twilio-vectors");
-    assert!(
-        dir.is_dir(),
-        "Twilio vectors not found at {}; set TWILIO_VECTORS_DIR",
-        dir.display()
-    );
-    dir
-}
-
-fn load(name: &str) -> Vec<Value> {
-    let path = vectors_dir().join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).expect("vector file is JSON")
-}
+use common::load;
 
 fn form_body(params: &serde_json::Map<String, Value>) -> Vec<u8> {
     let mut ser = form_urlencoded::Serializer::new(String::new());

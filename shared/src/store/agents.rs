@@ -22,7 +22,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{StoreError, Table, keys, timestamp};
+use super::{StoreError, Table, is_conditional_failure, keys, timestamp};
 use crate::auth::Role;
 use crate::ids::{CallSid, ClientIdentity};
 
@@ -232,27 +232,14 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Agent, StoreError
     })
 }
 
-fn is_conditional_failure<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
-where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
-{
-    e.as_service_error()
-        .and_then(|s| s.code())
-        .is_some_and(|c| c == "ConditionalCheckFailedException")
-}
-
 /// The agent, read consistently; `None` if they never set a presence.
 pub async fn get(table: &Table, identity: &ClientIdentity) -> Result<Option<Agent>, StoreError> {
-    let out = table
-        .client()
-        .get_item()
-        .table_name(table.name())
-        .set_key(Some(key(identity)))
-        .consistent_read(true)
-        .send()
-        .await
-        .map_err(StoreError::sdk)?;
-    out.item.as_ref().map(from_item).transpose()
+    table
+        .get_item(key(identity))
+        .await?
+        .as_ref()
+        .map(from_item)
+        .transpose()
 }
 
 /// Sets an agent's presence (creating the agent on first use) and refreshes

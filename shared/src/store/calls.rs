@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use time::OffsetDateTime;
 
-use super::{StoreError, Table, keys, timestamp};
+use super::{StoreError, Table, is_conditional_failure, keys, timestamp};
 use crate::ids::{CallSid, ClientIdentity};
 
 use keys::{LIVE_CALLS, QUEUE_WAITING, call_pk, event_sk, part_sk};
@@ -38,15 +38,6 @@ fn call_key(id: &CallSid) -> HashMap<String, AttributeValue> {
         (keys::PK.to_owned(), s(call_pk(id))),
         (keys::SK.to_owned(), s(keys::CALL_SK)),
     ])
-}
-
-fn is_conditional_failure<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
-where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
-{
-    e.as_service_error()
-        .and_then(|s| s.code())
-        .is_some_and(|c| c == "ConditionalCheckFailedException")
 }
 
 /// Where a call is in its life.
@@ -222,16 +213,12 @@ pub async fn create(
 
 /// The call, read consistently.
 pub async fn get(table: &Table, call_id: &CallSid) -> Result<Option<Call>, StoreError> {
-    let out = table
-        .client()
-        .get_item()
-        .table_name(table.name())
-        .set_key(Some(call_key(call_id)))
-        .consistent_read(true)
-        .send()
-        .await
-        .map_err(StoreError::sdk)?;
-    out.item.as_ref().map(from_item).transpose()
+    table
+        .get_item(call_key(call_id))
+        .await?
+        .as_ref()
+        .map(from_item)
+        .transpose()
 }
 
 /// Runs a conditional update of the call item; `None` when the condition failed.
@@ -477,21 +464,9 @@ pub async fn finish(
 /// The oldest waiting calls, first in first out. The index is eventually
 /// consistent: a conditional [`offer_to_agent`] decides who really gets a call.
 pub async fn oldest_waiting(table: &Table, limit: i32) -> Result<Vec<Call>, StoreError> {
-    let out = table
-        .client()
-        .query()
-        .table_name(table.name())
-        .index_name(keys::GSI1)
-        .key_condition_expression("#pk = :pk")
-        .expression_attribute_names("#pk", keys::GSI1PK)
-        .expression_attribute_values(":pk", s(QUEUE_WAITING))
-        .scan_index_forward(true)
-        .limit(limit)
-        .send()
-        .await
-        .map_err(StoreError::sdk)?;
-    out.items
-        .unwrap_or_default()
+    table
+        .query_index(keys::GSI1, keys::GSI1PK, QUEUE_WAITING, limit)
+        .await?
         .iter()
         .map(from_item)
         .collect()
@@ -499,21 +474,9 @@ pub async fn oldest_waiting(table: &Table, limit: i32) -> Result<Vec<Call>, Stor
 
 /// Live calls, oldest first (one page of up to `limit`).
 pub async fn live(table: &Table, limit: i32) -> Result<Vec<Call>, StoreError> {
-    let out = table
-        .client()
-        .query()
-        .table_name(table.name())
-        .index_name(keys::GSI2)
-        .key_condition_expression("#pk = :pk")
-        .expression_attribute_names("#pk", keys::GSI2PK)
-        .expression_attribute_values(":pk", s(LIVE_CALLS))
-        .scan_index_forward(true)
-        .limit(limit)
-        .send()
-        .await
-        .map_err(StoreError::sdk)?;
-    out.items
-        .unwrap_or_default()
+    table
+        .query_index(keys::GSI2, keys::GSI2PK, LIVE_CALLS, limit)
+        .await?
         .iter()
         .map(from_item)
         .collect()

@@ -25,8 +25,22 @@
 pub mod agents;
 pub mod calls;
 
+use std::collections::HashMap;
+
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::AttributeValue;
+
+/// One DynamoDB item.
+pub(crate) type Item = HashMap<String, AttributeValue>;
+
+/// Whether a write lost its condition (the expected state had moved on),
+/// as opposed to failing.
+pub(crate) fn is_conditional_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    e.as_service_error()
+        .and_then(|s| s.code())
+        .is_some_and(|c| c == "ConditionalCheckFailedException")
+}
 
 /// Key names and the access patterns built from them.
 pub mod keys {
@@ -137,6 +151,45 @@ impl Table {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// One item by its key, read consistently.
+    pub(crate) async fn get_item(&self, key: Item) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::sdk)?;
+        Ok(out.item)
+    }
+
+    /// The first `limit` items of one partition of a sparse index, in
+    /// ascending sort-key order (the index is eventually consistent).
+    pub(crate) async fn query_index(
+        &self,
+        index: &str,
+        partition_attribute: &str,
+        partition: &str,
+        limit: i32,
+    ) -> Result<Vec<Item>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .index_name(index)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", partition_attribute)
+            .expression_attribute_values(":pk", AttributeValue::S(partition.to_owned()))
+            .scan_index_forward(true)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(StoreError::sdk)?;
+        Ok(out.items.unwrap_or_default())
     }
 }
 
