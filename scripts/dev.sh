@@ -46,6 +46,9 @@ Local contact center
   S3 (s3s-fs)        $AWS_ENDPOINT_URL_S3   bucket $RECORDINGS_BUCKET
   SQS + Cognito      $AWS_ENDPOINT_URL_SQS   queue  $OFFLOAD_QUEUE_URL
   Env for your shell:  . $STATE/env   (then e.g. aws --endpoint-url \$AWS_ENDPOINT_URL_DYNAMODB dynamodb scan --table-name \$TABLE_NAME)
+  Sign in as an agent:  TOKEN=\$($CC mint-token --state-dir $STATE --user alice --group agents)
+                        (supervisors: --group supervisors; see docs/auth.md), then
+                        curl -H "Authorization: Bearer \$TOKEN" -X POST $PUBLIC_BASE_URL/token
   Fire the recording sweep: curl -X POST $PUBLIC_BASE_URL/_local/schedule/RecordingOffloadFunction
   Stop: Ctrl-C (gateway), then \`make down\` (emulators, simulator).
 
