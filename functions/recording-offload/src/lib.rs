@@ -41,14 +41,6 @@ impl App {
             // Nothing happens for an unsigned request, not even a read.
             verify_twilio_webhook(&req, &self.validator, &self.config.public_base_url)?;
         }
-        Err(ApiError::NotImplemented(route_name(route)))
+        Err(ApiError::NotImplemented(route))
     }
-}
-
-fn route_name(route: &str) -> &'static str {
-    ROUTES
-        .iter()
-        .find(|r| **r == route)
-        .copied()
-        .unwrap_or("this route")
 }

@@ -32,14 +32,6 @@ impl App {
     async fn route(&self, req: Request) -> Result<Response<Body>, ApiError> {
         let path = route_path(&req);
         let (route, _params) = match_route(ROUTES, req.method().as_str(), &path)?;
-        Err(ApiError::NotImplemented(route_name(route)))
+        Err(ApiError::NotImplemented(route))
     }
-}
-
-fn route_name(route: &str) -> &'static str {
-    ROUTES
-        .iter()
-        .find(|r| **r == route)
-        .copied()
-        .unwrap_or("this route")
 }

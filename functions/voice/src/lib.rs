@@ -139,7 +139,7 @@ impl App {
             "POST /twilio/hold-music" => Ok(twiml_response(&twiml::hold_music(&self.voice))),
             "POST /twilio/conference/status" => self.conference_status(&form, now).await,
             "POST /twilio/participant/status" => self.participant_status(&form, &query, now).await,
-            other => Err(ApiError::NotImplemented(route_name(other))),
+            other => Err(ApiError::NotImplemented(other)),
         }
     }
 
@@ -522,14 +522,6 @@ fn query_pairs(req: &Request) -> Vec<(String, String)> {
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default()
-}
-
-fn route_name(route: &str) -> &'static str {
-    ROUTES
-        .iter()
-        .find(|r| **r == route)
-        .copied()
-        .unwrap_or("this route")
 }
 
 #[cfg(test)]
