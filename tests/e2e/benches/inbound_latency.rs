@@ -6,7 +6,7 @@
 //! `make bench` (or `cargo bench --profile dev -p e2e --bench inbound_latency` under
 //! `. .local/env`); it measures the binaries in `CC_BIN_DIR` (debug builds by default).
 
-use e2e::{Stack, local_twilio};
+use e2e::{Stack, inbound_call_params};
 
 const CUSTOMER: &str = "+815012345678";
 const NUMBER: &str = "+815098765432";
@@ -19,18 +19,7 @@ async fn main() {
     let mut latencies = Vec::with_capacity(SAMPLES);
     for i in 0..WARMUP + SAMPLES {
         let sid = format!("CA{:032x}", 0xbe00_0000_u64 + i as u64);
-        let params: Vec<(String, String)> = [
-            ("AccountSid", local_twilio("TWILIO_ACCOUNT_SID")),
-            ("CallSid", sid.as_str()),
-            ("From", CUSTOMER),
-            ("To", NUMBER),
-            ("CallStatus", "ringing"),
-            ("Direction", "inbound"),
-            ("ApiVersion", "2010-04-01"),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+        let params = inbound_call_params(&sid, CUSTOMER, NUMBER);
         let sig = stack.twilio_signature("/twilio/voice/inbound", &params);
         let started = std::time::Instant::now();
         let resp = stack

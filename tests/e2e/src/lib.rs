@@ -26,6 +26,22 @@ pub fn local_twilio(name: &str) -> &'static str {
         .unwrap_or_else(|| panic!("{name} is not a local Twilio setting"))
 }
 
+/// The form Twilio POSTs to the voice URL when `from` calls `to`.
+pub fn inbound_call_params(call_sid: &str, from: &str, to: &str) -> Vec<(String, String)> {
+    [
+        ("AccountSid", local_twilio("TWILIO_ACCOUNT_SID")),
+        ("CallSid", call_sid),
+        ("From", from),
+        ("To", to),
+        ("CallStatus", "ringing"),
+        ("Direction", "inbound"),
+        ("ApiVersion", "2010-04-01"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect()
+}
+
 pub fn workspace() -> PathBuf {
     local_stack::workspace_dir()
 }

@@ -5,18 +5,11 @@ use e2e::{Stack, local_twilio, template};
 use shared::twilio::signature::{Algorithm, sign};
 
 fn params() -> Vec<(String, String)> {
-    [
-        ("AccountSid", local_twilio("TWILIO_ACCOUNT_SID")),
-        ("CallSid", "CA923d5a4fd12aabfe228f219e9cb0eb53"),
-        ("From", "+815076262352"),
-        ("To", "+815017912728"),
-        ("CallStatus", "ringing"),
-        ("Direction", "inbound"),
-        ("ApiVersion", "2010-04-01"),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect()
+    e2e::inbound_call_params(
+        "CA923d5a4fd12aabfe228f219e9cb0eb53",
+        "+815076262352",
+        "+815017912728",
+    )
 }
 
 fn twilio_paths() -> Vec<String> {

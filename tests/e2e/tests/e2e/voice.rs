@@ -199,18 +199,7 @@ async fn inbound_call_reaches_an_agent_and_frees_them_at_the_end() {
 async fn a_retried_inbound_webhook_records_the_call_once() {
     let stack = Stack::start("voice-retry").await;
     let alice = make_available(&stack, "alice").await;
-    let params: Vec<(String, String)> = [
-        ("AccountSid", e2e::local_twilio("TWILIO_ACCOUNT_SID")),
-        ("CallSid", "CA923d5a4fd12aabfe228f219e9cb0eb53"),
-        ("From", CUSTOMER),
-        ("To", NUMBER),
-        ("CallStatus", "ringing"),
-        ("Direction", "inbound"),
-        ("ApiVersion", "2010-04-01"),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect();
+    let params = e2e::inbound_call_params("CA923d5a4fd12aabfe228f219e9cb0eb53", CUSTOMER, NUMBER);
     let sig = stack.twilio_signature("/twilio/voice/inbound", &params);
     let first = stack
         .post_twilio("/twilio/voice/inbound", &params, Some(&sig))
