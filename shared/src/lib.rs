@@ -3,6 +3,7 @@
 //! configuration read once at start-up, and the HTTP plumbing every handler uses.
 
 pub mod auth;
+pub mod conference;
 pub mod config;
 pub mod http;
 pub mod ids;

@@ -9,6 +9,7 @@ pub mod twiml;
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
+pub use shared::conference::{AGENT_LABEL, CUSTOMER_LABEL, call_id_of_conference, conference_name};
 use shared::config::{CommonConfig, ConfigError, ProcessEnv};
 use shared::http::{
     ApiError, TwilioForm, empty_response, match_route, respond, route_path, twiml_response,
@@ -43,28 +44,11 @@ pub mod paths {
     pub const HOLD_MUSIC: &str = "/twilio/hold-music";
 }
 
-/// The participant label of the customer's leg and of the agent's leg.
-pub const CUSTOMER_LABEL: &str = "customer";
-pub const AGENT_LABEL: &str = "agent";
-
 /// Offers tried for one call in one request before it is queued instead
 /// (each failed offer is a Twilio error, not an agent's refusal).
 const MAX_OFFERS_PER_REQUEST: usize = 3;
 /// Waiting calls considered when an agent frees up.
 const WAITING_PAGE: i32 = 5;
-
-/// The conference of a call: derived from the callId so every event can be
-/// tied back to one call.
-pub fn conference_name(call_id: &CallSid) -> String {
-    format!("call-{call_id}")
-}
-
-/// The callId named by a conference's friendly name.
-pub fn call_id_of_conference(friendly_name: &str) -> Option<CallSid> {
-    friendly_name
-        .strip_prefix("call-")
-        .and_then(|sid| CallSid::parse(sid).ok())
-}
 
 /// Everything a handler needs, built once per cold start.
 pub struct App {
@@ -535,14 +519,6 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
         )
-    }
-
-    #[test]
-    fn conference_names_round_trip() {
-        let id = CallSid::parse("CAa9f5c02661449771d833424d61fcd254").expect("sid");
-        assert_eq!(call_id_of_conference(&conference_name(&id)), Some(id));
-        assert_eq!(call_id_of_conference("support-room"), None);
-        assert_eq!(call_id_of_conference("call-CAnot-a-sid"), None);
     }
 
     #[test]

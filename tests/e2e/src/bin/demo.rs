@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use e2e::Stack;
 use local_stack::users::{PoolRef, mint_token};
 use serde_json::{Value, json};
+use shared::conference::conference_name;
 use shared::ids::CallSid;
 use twilio_sim::SimHandle;
 
@@ -69,10 +70,6 @@ async fn api(
         }
         Err(e) => (0, json!({"error": e.to_string()})),
     }
-}
-
-fn conference_name(call: &CallSid) -> String {
-    format!("call-{call}")
 }
 
 fn who_hears(sim: &SimHandle, call: &CallSid, names: &[(CallSid, &str)]) -> String {
