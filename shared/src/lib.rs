@@ -7,6 +7,7 @@ pub mod conference;
 pub mod config;
 pub mod http;
 pub mod ids;
+pub mod lambda;
 pub mod secret;
 pub mod store;
 pub mod telemetry;
