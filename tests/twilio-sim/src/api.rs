@@ -129,7 +129,7 @@ async fn rest_inner(
 ) -> Response {
     let n = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     let _guard = InFlight(inner);
-    if n > inner.config.max_concurrent_requests {
+    if n > inner.max_concurrent.load(Ordering::SeqCst) {
         return twilio_error(429, 20429, "Too Many Requests");
     }
     let segs: Vec<&str> = path.split('/').collect();

@@ -50,19 +50,26 @@ impl MediaFormat {
         match self {
             MediaFormat::Wav => {
                 let header = wav_header(duration_secs);
-                for i in start..end {
-                    if i < WAV_HEADER_LEN {
-                        out.push(header[i as usize]);
-                    } else {
-                        out.push(sample_byte(i - WAV_HEADER_LEN));
-                    }
+                let mut pos = start;
+                while pos < end.min(WAV_HEADER_LEN) {
+                    out.push(header[pos as usize]);
+                    pos += 1;
                 }
+                // The samples repeat every period: copy slices of one period
+                // rather than computing each byte, so serving a 1 GiB
+                // recording is bound by the network, not by this loop.
+                let period: Vec<u8> = (0..WAV_PERIOD).map(sample_byte).collect();
+                extend_periodic(
+                    &mut out,
+                    &period,
+                    pos.max(WAV_HEADER_LEN) - WAV_HEADER_LEN,
+                    end.saturating_sub(WAV_HEADER_LEN),
+                );
             }
             MediaFormat::Mp3 => {
-                for i in start..end {
-                    let off = (i % MP3_FRAME_LEN) as usize;
-                    out.push(if off < 4 { MP3_FRAME_HEADER[off] } else { 0 });
-                }
+                let mut frame = [0u8; MP3_FRAME_LEN as usize];
+                frame[..4].copy_from_slice(&MP3_FRAME_HEADER);
+                extend_periodic(&mut out, &frame, start, end);
             }
         }
         out
@@ -93,6 +100,21 @@ impl MediaFormat {
             pos = end;
             Some(chunk)
         })
+    }
+}
+
+/// Bytes of one period of the generated tone (16 samples of 2 bytes).
+const WAV_PERIOD: u64 = 32;
+
+/// Appends bytes `[from, to)` of the infinite repetition of `period`.
+fn extend_periodic(out: &mut Vec<u8>, period: &[u8], from: u64, to: u64) {
+    let len = period.len() as u64;
+    let mut pos = from;
+    while pos < to {
+        let off = (pos % len) as usize;
+        let take = (period.len() - off).min((to - pos) as usize);
+        out.extend_from_slice(&period[off..off + take]);
+        pos += take as u64;
     }
 }
 
@@ -154,5 +176,33 @@ mod tests {
         );
         let cut: usize = f.chunks(3, Some(1000)).map(|b| b.len()).sum();
         assert_eq!(cut, 1000);
+    }
+
+    #[test]
+    fn generated_ranges_are_the_byte_by_byte_definition() {
+        let header = wav_header(3);
+        for (start, end) in [(0, 44), (0, 100), (10, 45), (44, 44 + 97), (1001, 4000)] {
+            let expected: Vec<u8> = (start..end)
+                .map(|i| {
+                    if i < 44 {
+                        header[i as usize]
+                    } else {
+                        sample_byte(i - 44)
+                    }
+                })
+                .collect();
+            assert_eq!(
+                MediaFormat::Wav.bytes(3, start, end),
+                expected,
+                "{start}..{end}"
+            );
+            let mp3: Vec<u8> = (start..end)
+                .map(|i| {
+                    let off = (i % MP3_FRAME_LEN) as usize;
+                    if off < 4 { MP3_FRAME_HEADER[off] } else { 0 }
+                })
+                .collect();
+            assert_eq!(MediaFormat::Mp3.bytes(3, start, end), mp3, "{start}..{end}");
+        }
     }
 }

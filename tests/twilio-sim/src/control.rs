@@ -44,6 +44,21 @@ pub(crate) fn router() -> Router<Shared> {
             post(add_fault).get(list_faults).delete(clear_faults),
         )
         .route("/_sim/clock/advance", post(advance_clock))
+        .route("/_sim/concurrency", post(set_concurrency))
+}
+
+#[derive(Deserialize)]
+struct Concurrency {
+    max: usize,
+}
+
+/// `{"max": 4}`: at most 4 API requests in flight, beyond which 429 / 20429.
+async fn set_concurrency(State(inner): State<Shared>, body: Option<Json<Concurrency>>) -> Response {
+    let Some(Json(c)) = body else {
+        return bad("expected {\"max\": <in-flight API requests>}");
+    };
+    inner.max_concurrent.store(c.max, Ordering::SeqCst);
+    StatusCode::NO_CONTENT.into_response()
 }
 
 fn bad(message: impl Into<String>) -> Response {

@@ -101,6 +101,9 @@ pub(crate) struct Inner {
     pub faults: Mutex<Faults>,
     pub changed: Notify,
     pub in_flight: AtomicUsize,
+    /// Starts as `config.max_concurrent_requests`; tests lower it at run time
+    /// (`SimHandle::set_max_concurrent_requests`) to provoke 429s.
+    pub max_concurrent: AtomicUsize,
     pub clock_offset_ms: AtomicU64,
     pub callback_seq: AtomicU64,
     pub http: reqwest::Client,

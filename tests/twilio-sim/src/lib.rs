@@ -124,6 +124,7 @@ impl Simulator {
             .map_err(|e| SimError::Webhook(e.to_string()))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
+            max_concurrent: AtomicUsize::new(config.max_concurrent_requests),
             config,
             spec,
             state: Mutex::new(State::default()),
@@ -408,6 +409,12 @@ impl SimHandle {
     /// Status callbacks are shuffled within windows of `window`.
     pub fn reorder_callbacks(&self, window: usize) {
         self.add_fault(Fault::ReorderCallbacks { window });
+    }
+
+    /// Changes how many API requests may be in flight before 429 / 20429
+    /// (initially `SimConfig::max_concurrent_requests`).
+    pub fn set_max_concurrent_requests(&self, max: usize) {
+        self.inner.max_concurrent.store(max, Ordering::SeqCst);
     }
 
     /// Adds completed recordings directly, oldest at `first`.
