@@ -8,6 +8,7 @@ pub mod config;
 pub mod http;
 pub mod ids;
 pub mod lambda;
+pub mod routing;
 pub mod secret;
 pub mod store;
 pub mod telemetry;

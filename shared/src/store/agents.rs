@@ -390,6 +390,54 @@ pub async fn claim_longest_idle(
     Err(StoreError::Contention("the available agents".into()))
 }
 
+/// Makes one named agent busy on an outbound call they are placing. An
+/// available or away agent may dial out; a busy one may not (they are on a
+/// call, or one is ringing for them). The presence they had is kept in
+/// `presenceBeforeCall`, so the end of the call can give it back.
+/// `None`: the agent is unknown or busy.
+pub async fn claim_for_outbound(
+    table: &Table,
+    identity: &ClientIdentity,
+    call: &CallSid,
+    now: OffsetDateTime,
+) -> Result<Option<(Agent, SettablePresence)>, StoreError> {
+    let result = table
+        .client()
+        .update_item()
+        .table_name(table.name())
+        .set_key(Some(key(identity)))
+        .update_expression(
+            "SET presenceBeforeCall = #presence, #presence = :busy, currentCallId = :call, \
+             #v = #v + :one, updatedAt = :now REMOVE availableSince, #g1pk, #g1sk",
+        )
+        .condition_expression("#presence IN (:available, :away)")
+        .expression_attribute_names("#presence", "presence")
+        .expression_attribute_names("#v", "version")
+        .expression_attribute_names("#g1pk", keys::GSI1PK)
+        .expression_attribute_names("#g1sk", keys::GSI1SK)
+        .expression_attribute_values(":busy", s(Presence::Busy.as_str()))
+        .expression_attribute_values(":available", s(Presence::Available.as_str()))
+        .expression_attribute_values(":away", s(Presence::Away.as_str()))
+        .expression_attribute_values(":call", s(call.as_str()))
+        .expression_attribute_values(":one", AttributeValue::N("1".into()))
+        .expression_attribute_values(":now", s(timestamp(now)))
+        .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+        .send()
+        .await;
+    match result {
+        Ok(out) => {
+            let attrs = out.attributes.unwrap_or_default();
+            let before = match attrs.get("presenceBeforeCall").and_then(|v| v.as_s().ok()) {
+                Some(p) if p == Presence::Available.as_str() => SettablePresence::Available,
+                _ => SettablePresence::Away,
+            };
+            Ok(Some((from_item(&attrs)?, before)))
+        }
+        Err(e) if is_conditional_failure(&e) => Ok(None),
+        Err(e) => Err(StoreError::sdk(e)),
+    }
+}
+
 /// What [`release`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Release {

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use time::OffsetDateTime;
 
+use super::agents::SettablePresence;
 use super::{StoreError, Table, is_conditional_failure, keys, timestamp};
 use crate::ids::{CallSid, ClientIdentity};
 
@@ -51,6 +52,8 @@ pub enum CallStatus {
     Ringing,
     /// The agent joined the conference.
     InProgress,
+    /// Waited too long: the caller was sent to leave a voice message.
+    Voicemail,
     Completed,
 }
 
@@ -61,6 +64,7 @@ impl CallStatus {
             Self::Queued => "queued",
             Self::Ringing => "ringing",
             Self::InProgress => "in-progress",
+            Self::Voicemail => "voicemail",
             Self::Completed => "completed",
         }
     }
@@ -71,6 +75,7 @@ impl CallStatus {
             "queued" => Self::Queued,
             "ringing" => Self::Ringing,
             "in-progress" => Self::InProgress,
+            "voicemail" => Self::Voicemail,
             "completed" => Self::Completed,
             _ => return None,
         })
@@ -84,6 +89,8 @@ pub enum Outcome {
     Answered,
     /// The caller left before any agent joined.
     Abandoned,
+    /// No agent within the maximum wait: the caller was offered voicemail.
+    Voicemail,
 }
 
 impl Outcome {
@@ -91,6 +98,25 @@ impl Outcome {
         match self {
             Self::Answered => "answered",
             Self::Abandoned => "abandoned",
+            Self::Voicemail => "voicemail",
+        }
+    }
+}
+
+/// Who started the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// A customer called in; the callId is the customer's leg.
+    Inbound,
+    /// An agent dialled out from the softphone; the callId is the agent's leg.
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
         }
     }
 }
@@ -99,6 +125,7 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
     pub call_id: CallSid,
+    pub direction: Direction,
     pub from: String,
     pub to: String,
     pub status: CallStatus,
@@ -117,6 +144,9 @@ pub struct Call {
     pub outcome: Option<String>,
     pub wait_seconds: Option<i64>,
     pub talk_seconds: Option<i64>,
+    /// Outbound calls: the presence the agent gets back when the call ends
+    /// (inbound calls always free their agent as available).
+    pub resume_presence: SettablePresence,
 }
 
 fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Call, StoreError> {
@@ -130,6 +160,10 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Call, StoreError>
     let corrupt = |e: crate::ids::InvalidId| StoreError::Corrupt(e.to_string());
     Ok(Call {
         call_id: CallSid::parse(&get("callId")?).map_err(corrupt)?,
+        direction: match opt("direction").as_deref() {
+            Some("outbound") => Direction::Outbound,
+            _ => Direction::Inbound,
+        },
         from: opt("from").unwrap_or_default(),
         to: opt("to").unwrap_or_default(),
         status: CallStatus::parse(&get("status")?)
@@ -157,6 +191,10 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Call, StoreError>
         outcome: opt("outcome"),
         wait_seconds: num("waitSeconds"),
         talk_seconds: num("talkSeconds"),
+        resume_presence: match opt("resumePresence").as_deref() {
+            Some("away") => SettablePresence::Away,
+            _ => SettablePresence::Available,
+        },
     })
 }
 
@@ -178,18 +216,73 @@ pub async fn create(
     to: &str,
     now: OffsetDateTime,
 ) -> Result<Created, StoreError> {
+    let item = new_call_item(call_id, Direction::Inbound, from, to, CallStatus::New, now);
+    put_new(table, call_id, item).await
+}
+
+/// Records an outbound call placed by `agent` (already claimed through
+/// [`super::agents::claim_for_outbound`]): the agent's own leg is the call, so
+/// it starts as that agent's offer, and `resume` is the presence the agent
+/// gets back when it ends. Idempotent on the CallSid like [`create`].
+pub async fn create_outbound(
+    table: &Table,
+    call_id: &CallSid,
+    agent: &ClientIdentity,
+    to: &str,
+    resume: SettablePresence,
+    now: OffsetDateTime,
+) -> Result<Created, StoreError> {
+    let from = format!("client:{agent}");
+    let mut item = new_call_item(
+        call_id,
+        Direction::Outbound,
+        &from,
+        to,
+        CallStatus::Ringing,
+        now,
+    );
+    item.insert("agentIdentity".into(), s(agent.as_str()));
+    item.insert("agentLegSid".into(), s(call_id.as_str()));
+    item.insert("offer".into(), n(1));
+    item.insert("resumePresence".into(), s(presence_str(resume)));
+    put_new(table, call_id, item).await
+}
+
+fn presence_str(p: SettablePresence) -> &'static str {
+    match p {
+        SettablePresence::Available => "available",
+        SettablePresence::Away => "away",
+    }
+}
+
+fn new_call_item(
+    call_id: &CallSid,
+    direction: Direction,
+    from: &str,
+    to: &str,
+    status: CallStatus,
+    now: OffsetDateTime,
+) -> HashMap<String, AttributeValue> {
     let created_at = timestamp(now);
     let mut item = call_key(call_id);
     item.insert("entity".into(), s("call"));
     item.insert("callId".into(), s(call_id.as_str()));
-    item.insert("direction".into(), s("inbound"));
+    item.insert("direction".into(), s(direction.as_str()));
     item.insert("from".into(), s(from));
     item.insert("to".into(), s(to));
-    item.insert("status".into(), s(CallStatus::New.as_str()));
+    item.insert("status".into(), s(status.as_str()));
     item.insert("createdAt".into(), s(&created_at));
     item.insert("offer".into(), n(0));
     item.insert(keys::GSI2PK.into(), s(LIVE_CALLS));
     item.insert(keys::GSI2SK.into(), s(format!("{created_at}#{call_id}")));
+    item
+}
+
+async fn put_new(
+    table: &Table,
+    call_id: &CallSid,
+    item: HashMap<String, AttributeValue>,
+) -> Result<Created, StoreError> {
     let result = table
         .client()
         .put_item()
@@ -338,6 +431,29 @@ pub async fn enqueue(
     .await
 }
 
+/// Takes a waiting call out of the queue to leave a voice message: only a
+/// call no agent has (new or queued) can go, so an offer that won the race
+/// keeps its call. `None`: the call is not waiting any more.
+pub async fn to_voicemail(table: &Table, call_id: &CallSid) -> Result<Option<Call>, StoreError> {
+    update_call(
+        table,
+        call_id,
+        "SET #status = :voicemail REMOVE #g1pk, #g1sk",
+        "#status IN (:new, :queued)",
+        &[
+            ("#status", "status"),
+            ("#g1pk", keys::GSI1PK),
+            ("#g1sk", keys::GSI1SK),
+        ],
+        vec![
+            (":voicemail", s(CallStatus::Voicemail.as_str())),
+            (":new", s(CallStatus::New.as_str())),
+            (":queued", s(CallStatus::Queued.as_str())),
+        ],
+    )
+    .await
+}
+
 /// The agent of offer `offer` did not answer (no-answer, busy, failed,
 /// canceled): the call goes back to `new`, ready for the next offer. `None`
 /// when that offer is not current any more (a duplicate or late callback, or
@@ -415,6 +531,8 @@ pub async fn finish(
         let ended_at = timestamp(now);
         let outcome = if call.agent_joined_at.is_some() {
             Outcome::Answered
+        } else if call.status == CallStatus::Voicemail {
+            Outcome::Voicemail
         } else {
             Outcome::Abandoned
         };
