@@ -15,6 +15,8 @@
 //! | applied conference events of a call | `pk = CALL#<callId>`, `sk = EVENT#<SequenceNumber, 10 digits>` | table |
 //! | live calls, oldest first | `gsi2pk = CALLS#LIVE`, `gsi2sk` ascending (`<createdAt>#<callId>`) | `gsi2` |
 //! | waiting queue, arrival order (FIFO) | `gsi1pk = QUEUE#WAITING`, `gsi1sk` ascending (`<enqueuedAt>#<callId>`) | `gsi1` |
+//! | recording offload job by RecordingSid (stage, lease, S3 copy) | `pk = RECORDING#<RecordingSid>`, `sk = RECORDING` | table |
+//! | recordings of a call, oldest first (playback) | `gsi1pk = CALL_RECORDINGS#<callId>`, `gsi1sk` ascending (`<startTime>#<RecordingSid>`) | `gsi1` |
 //!
 //! The `gsi1` entry of an agent exists only while the agent is available, so
 //! the index holds exactly the agents a call may be offered to, oldest
@@ -24,6 +26,7 @@
 
 pub mod agents;
 pub mod calls;
+pub mod recordings;
 
 use std::collections::HashMap;
 
@@ -96,6 +99,22 @@ pub mod keys {
 
     /// Pattern "waiting queue, arrival order": the `gsi1` partition.
     pub const QUEUE_WAITING: &str = "QUEUE#WAITING";
+
+    /// Pattern "recording offload job by RecordingSid": the job's item.
+    pub fn recording(sid: &crate::ids::RecordingSid) -> (String, &'static str) {
+        (format!("RECORDING#{sid}"), "RECORDING")
+    }
+
+    /// Pattern "recordings of a call": the `gsi1` partition of one call.
+    pub fn call_recordings(call_id: &crate::ids::CallSid) -> String {
+        format!("CALL_RECORDINGS#{call_id}")
+    }
+
+    /// The `gsi1` sort key of a call's recording: fixed-width start time
+    /// first, so the listing is in recording order.
+    pub fn call_recording_sort(start_time: &str, sid: &crate::ids::RecordingSid) -> String {
+        format!("{start_time}#{sid}")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
