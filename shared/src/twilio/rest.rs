@@ -773,7 +773,8 @@ impl TwilioClient {
     ) -> Result<Media, TwilioError> {
         let mut url =
             self.resolve(&self.account_path(&format!("Recordings/{sid}.{}", format.extension())))?;
-        for _ in 0..=MAX_REDIRECTS {
+        let (mut redirects, mut rate_limited) = (0, 0);
+        while redirects <= MAX_REDIRECTS {
             let mut req = self.http.get(url.clone());
             if same_origin(&url, &self.settings.base_url) {
                 req = req.basic_auth(
@@ -783,6 +784,18 @@ impl TwilioClient {
             }
             let resp = req.send().await?;
             let status = resp.status();
+            // The media request counts against the account's concurrency
+            // limit like any other: back off on 429 as `send` does.
+            if status == StatusCode::TOO_MANY_REQUESTS
+                && rate_limited < self.settings.retry.max_retries
+            {
+                let delay = self.settings.retry.delay(rate_limited);
+                tracing::warn!(recording = %sid, attempt = rate_limited, delay_ms = delay.as_millis() as u64, "media request rate limited; retrying");
+                tokio::time::sleep(delay).await;
+                rate_limited += 1;
+                continue;
+            }
+            redirects += 1;
             if status.is_redirection() {
                 let location = resp
                     .headers()
@@ -1123,6 +1136,27 @@ mod tests {
                 .starts_with("Basic ")
         );
         assert_eq!(*seen.lock().unwrap(), vec![None]);
+    }
+
+    #[tokio::test]
+    async fn media_requests_back_off_on_rate_limits() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let router = Router::new()
+            .fallback(move |State(hits): State<Arc<AtomicUsize>>| async move {
+                if hits.fetch_add(1, Ordering::SeqCst) < 2 {
+                    twilio_error(429, 20429, "Too Many Requests")
+                } else {
+                    ([("content-type", "audio/x-wav")], vec![1u8; 10]).into_response()
+                }
+            })
+            .with_state(hits.clone());
+        let c = client(serve(router).await);
+        let m = c
+            .download_recording(&RecordingSid::random(), MediaFormat::Wav)
+            .await
+            .unwrap();
+        assert_eq!(m.content_length, Some(10));
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
     }
 
     #[test]
