@@ -831,3 +831,89 @@ pub async fn participants(
         })
         .collect()
 }
+
+/// Where the next page of live calls starts: opaque to clients (URL-safe
+/// base64 of the last call's `gsi2` sort key), checked when parsed, so a
+/// tampered cursor is a clear error, not a DynamoDB one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveCursor {
+    sort: String,
+    call_id: CallSid,
+}
+
+/// A cursor that [`live_page`] never issued.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid cursor")]
+pub struct InvalidCursor;
+
+impl LiveCursor {
+    pub fn parse(v: &str) -> Result<Self, InvalidCursor> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(v)
+            .map_err(|_| InvalidCursor)?;
+        let sort = String::from_utf8(bytes).map_err(|_| InvalidCursor)?;
+        let (created, id) = sort.rsplit_once('#').ok_or(InvalidCursor)?;
+        let call_id = CallSid::parse(id).map_err(|_| InvalidCursor)?;
+        let fmt = time::format_description::well_known::Rfc3339;
+        OffsetDateTime::parse(created, &fmt).map_err(|_| InvalidCursor)?;
+        Ok(Self { sort, call_id })
+    }
+
+    pub fn encode(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&self.sort)
+    }
+}
+
+/// One page of live calls, oldest first, from `after` (exclusive), and the
+/// cursor of the next page (`None`: this was the last).
+pub async fn live_page(
+    table: &Table,
+    limit: i32,
+    after: Option<&LiveCursor>,
+) -> Result<(Vec<Call>, Option<LiveCursor>), StoreError> {
+    let start = after.map(|c| {
+        HashMap::from([
+            (keys::PK.to_owned(), s(call_pk(&c.call_id))),
+            (keys::SK.to_owned(), s(keys::CALL_SK)),
+            (keys::GSI2PK.to_owned(), s(LIVE_CALLS)),
+            (keys::GSI2SK.to_owned(), s(c.sort.clone())),
+        ])
+    });
+    let out = table
+        .client()
+        .query()
+        .table_name(table.name())
+        .index_name(keys::GSI2)
+        .key_condition_expression("#pk = :pk")
+        .expression_attribute_names("#pk", keys::GSI2PK)
+        .expression_attribute_values(":pk", s(LIVE_CALLS))
+        .scan_index_forward(true)
+        .limit(limit)
+        .set_exclusive_start_key(start)
+        .send()
+        .await
+        .map_err(StoreError::sdk)?;
+    let calls = out
+        .items
+        .unwrap_or_default()
+        .iter()
+        .map(from_item)
+        .collect::<Result<Vec<_>, _>>()?;
+    let next = out
+        .last_evaluated_key
+        .and_then(|k| {
+            let sort = k.get(keys::GSI2SK)?.as_s().ok()?.clone();
+            let id = k.get(keys::PK)?.as_s().ok()?.strip_prefix("CALL#")?.to_owned();
+            Some((sort, id))
+        })
+        .map(|(sort, id)| {
+            Ok::<_, StoreError>(LiveCursor {
+                sort,
+                call_id: CallSid::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            })
+        })
+        .transpose()?;
+    Ok((calls, next))
+}

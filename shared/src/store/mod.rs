@@ -15,18 +15,23 @@
 //! | applied conference events of a call | `pk = CALL#<callId>`, `sk = EVENT#<SequenceNumber, 10 digits>` | table |
 //! | live calls, oldest first | `gsi2pk = CALLS#LIVE`, `gsi2sk` ascending (`<createdAt>#<callId>`) | `gsi2` |
 //! | waiting queue, arrival order (FIFO) | `gsi1pk = QUEUE#WAITING`, `gsi1sk` ascending (`<enqueuedAt>#<callId>`) | `gsi1` |
+//! | supervision sessions of a call (one per supervisor) | `pk = CALL#<callId>`, `sk begins_with SUPERVISION#` (`SUPERVISION#<identity>`) | table |
+//! | supervision audit trail of a call, time order | `pk = CALL#<callId>`, `sk begins_with AUDIT#` (`AUDIT#<at>#<identity>#<step, 6 digits>`) | table |
+//! | supervision audit trail of a supervisor, time order | `gsi1pk = AUDIT#SUPERVISOR#<identity>`, `gsi1sk` ascending (`<at>#<callId>#<step>`) | `gsi1` |
 //! | recording offload job by RecordingSid (stage, lease, S3 copy) | `pk = RECORDING#<RecordingSid>`, `sk = RECORDING` | table |
 //! | recordings of a call, oldest first (playback) | `gsi1pk = CALL_RECORDINGS#<callId>`, `gsi1sk` ascending (`<startTime>#<RecordingSid>`) | `gsi1` |
 //!
 //! The `gsi1` entry of an agent exists only while the agent is available, so
 //! the index holds exactly the agents a call may be offered to, oldest
 //! `availableSince` first. A call carries its `gsi2` keys while it is live and
-//! its `gsi1` keys only while it waits; `gsi1`'s two partitions never mix.
+//! its `gsi1` keys only while it waits; `gsi1`'s partitions (agents, queue,
+//! a call's recordings, a supervisor's audit trail) never mix.
 //! Add new patterns to [`keys`] and to this table.
 
 pub mod agents;
 pub mod calls;
 pub mod recordings;
+pub mod supervision;
 
 use std::collections::HashMap;
 
@@ -99,6 +104,34 @@ pub mod keys {
 
     /// Pattern "waiting queue, arrival order": the `gsi1` partition.
     pub const QUEUE_WAITING: &str = "QUEUE#WAITING";
+
+    /// Pattern "supervision sessions of a call": `begins_with(sk, SUPERVISION_PREFIX)`.
+    pub const SUPERVISION_PREFIX: &str = "SUPERVISION#";
+
+    /// A supervisor's session on a call, in the call's partition.
+    pub fn supervision_sk(supervisor: &crate::ids::ClientIdentity) -> String {
+        format!("{SUPERVISION_PREFIX}{supervisor}")
+    }
+
+    /// Pattern "supervision audit trail of a call": `begins_with(sk, AUDIT_PREFIX)`.
+    pub const AUDIT_PREFIX: &str = "AUDIT#";
+
+    /// An audit entry in the call's partition: time first (fixed width, so
+    /// string order is time order), then who and the session's step, which
+    /// keep entries of the same millisecond distinct and in order.
+    pub fn audit_sk(at: &str, supervisor: &crate::ids::ClientIdentity, step: u64) -> String {
+        format!("{AUDIT_PREFIX}{at}#{supervisor}#{step:06}")
+    }
+
+    /// Pattern "supervision audit trail of a supervisor": the `gsi1` partition.
+    pub fn supervisor_audit_pk(supervisor: &crate::ids::ClientIdentity) -> String {
+        format!("AUDIT#SUPERVISOR#{supervisor}")
+    }
+
+    /// The `gsi1` sort key of an audit entry.
+    pub fn supervisor_audit_sort(at: &str, call: &crate::ids::CallSid, step: u64) -> String {
+        format!("{at}#{call}#{step:06}")
+    }
 
     /// Pattern "recording offload job by RecordingSid": the job's item.
     pub fn recording(sid: &crate::ids::RecordingSid) -> (String, &'static str) {
