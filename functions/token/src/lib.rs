@@ -12,6 +12,7 @@ use shared::auth::{AuthConfig, Principal, Role, Verifier};
 use shared::config::{CommonConfig, ConfigError, Env, ProcessEnv, parse_or, required_with};
 use shared::http::{ApiError, json_body, json_response, match_route, respond, route_path};
 use shared::ids::{AccountSid, ApiKeySid, ApplicationSid};
+use shared::routing::{RoutingEvent, RoutingQueue};
 use shared::secret::Secret;
 use shared::store::Table;
 use shared::store::agents::{self, AgentProfile, Presence, SettablePresence, Transition};
@@ -64,6 +65,9 @@ pub struct App {
     pub token: TokenConfig,
     pub verifier: Verifier,
     pub table: Table,
+    /// Where "agent available" goes, for the voice function to offer the
+    /// oldest waiting call (`ROUTING_QUEUE_URL`).
+    pub routing: Option<RoutingQueue>,
 }
 
 impl App {
@@ -75,7 +79,15 @@ impl App {
             aws_sdk_dynamodb::Client::new(sdk),
             config.table_name.clone(),
         );
-        Ok(Self::new(config, token, verifier, table))
+        let routing = ProcessEnv
+            .get("ROUTING_QUEUE_URL")
+            .map(|url| RoutingQueue::new(aws_sdk_sqs::Client::new(sdk), url));
+        Ok(Self::new(config, token, verifier, table).with_routing(routing))
+    }
+
+    pub fn with_routing(mut self, routing: Option<RoutingQueue>) -> Self {
+        self.routing = routing;
+        self
     }
 
     pub fn new(config: CommonConfig, token: TokenConfig, verifier: Verifier, table: Table) -> Self {
@@ -84,6 +96,7 @@ impl App {
             token,
             verifier,
             table,
+            routing: None,
         }
     }
 
@@ -98,7 +111,9 @@ impl App {
         let now = OffsetDateTime::now_utc();
         match route {
             "POST /token" => issue_token(&principal, &self.token, now),
-            "PUT /agents/me/presence" => put_presence(&req, &principal, &self.table, now).await,
+            "PUT /agents/me/presence" => {
+                put_presence(&req, &principal, &self.table, self.routing.as_ref(), now).await
+            }
             "GET /agents/me" => get_me(&principal, &self.table).await,
             _ => Err(ApiError::NotFound(format!("no route for {path}"))),
         }
@@ -194,6 +209,7 @@ pub async fn put_presence(
     req: &Request,
     principal: &Principal,
     table: &Table,
+    routing: Option<&RoutingQueue>,
     now: OffsetDateTime,
 ) -> Result<Response<Body>, ApiError> {
     principal.require_role(Role::Agent)?;
@@ -211,9 +227,17 @@ pub async fn put_presence(
     };
     let change = agents::set_presence(table, &profile, body.presence, now).await?;
     if change.transition == Transition::BecameAvailable {
-        // The voice function offers waiting calls on this event (its issue
-        // wires the hand-off); logged so the moment is visible meanwhile.
         tracing::info!(identity = %identity, "agent became available");
+        // The presence is saved either way: a lost hand-off only delays the
+        // offer until the voice function's next tick.
+        if let Some(q) = routing {
+            let event = RoutingEvent::AgentAvailable {
+                agent: identity.clone(),
+            };
+            if let Err(e) = q.send(&event, 0).await {
+                tracing::warn!(identity = %identity, error = %e, "agent-available event not sent");
+            }
+        }
     }
     Ok(json_response(
         StatusCode::OK,

@@ -22,9 +22,29 @@ pub struct VoiceConfig {
     pub greeting_language: Option<String>,
     /// `HOLD_MUSIC_URL`: played in a loop while the caller waits.
     pub hold_music_url: String,
-    /// `CALLER_ID`: the `From` of agent legs; unset = the number the customer called.
+    /// `CALLER_ID`: the `From` of agent legs (unset: the number the customer
+    /// called) and of outbound calls (unset: agents cannot dial out).
     pub caller_id: Option<String>,
+    /// `MAX_QUEUE_WAIT_SECONDS` (0..=86400, default 300; 0 = never): how long a
+    /// caller waits for an agent before being offered voicemail.
+    pub max_queue_wait_seconds: u32,
+    /// `OUTBOUND_RING_TIMEOUT_SECONDS` (5..=600, default 45): how long an
+    /// outbound call rings the customer.
+    pub outbound_ring_timeout_seconds: u32,
+    /// `VOICEMAIL_PROMPT`: said before the beep.
+    pub voicemail_prompt: String,
+    /// `VOICEMAIL_MAX_SECONDS` (5..=14400, default 120): longest message.
+    pub voicemail_max_seconds: u32,
+    /// `OUTBOUND_COUNTRY_CODES` (optional, e.g. `1,44`): outbound calls may
+    /// only go to numbers with these country calling codes. Unset: any.
+    pub outbound_country_codes: Option<Vec<String>>,
+    /// `ROUTING_QUEUE_URL`: the SQS queue of routing events (agent available,
+    /// queue timeouts). Unset: only the periodic tick does that work.
+    pub routing_queue_url: Option<String>,
 }
+
+pub const DEFAULT_VOICEMAIL_PROMPT: &str =
+    "All our agents are busy. Please leave a message after the tone, and we will call you back.";
 
 impl VoiceConfig {
     pub fn load(env: &dyn Env) -> Result<Self, ConfigError> {
@@ -62,13 +82,76 @@ impl VoiceConfig {
                 reason: "must be an http or https URL".into(),
             });
         }
+        let max_queue_wait_seconds: u32 = parse_or(env, "MAX_QUEUE_WAIT_SECONDS", 300)?;
+        if max_queue_wait_seconds > 86_400 {
+            return Err(ConfigError::Invalid {
+                name: "MAX_QUEUE_WAIT_SECONDS",
+                reason: format!("{max_queue_wait_seconds} is more than a day"),
+            });
+        }
+        let outbound_ring_timeout_seconds: u32 =
+            parse_or(env, "OUTBOUND_RING_TIMEOUT_SECONDS", 45)?;
+        if !(5..=600).contains(&outbound_ring_timeout_seconds) {
+            return Err(ConfigError::Invalid {
+                name: "OUTBOUND_RING_TIMEOUT_SECONDS",
+                reason: format!(
+                    "{outbound_ring_timeout_seconds} is outside 5..=600 (Twilio's Timeout range)"
+                ),
+            });
+        }
+        let voicemail_max_seconds: u32 = parse_or(env, "VOICEMAIL_MAX_SECONDS", 120)?;
+        if !(5..=14_400).contains(&voicemail_max_seconds) {
+            return Err(ConfigError::Invalid {
+                name: "VOICEMAIL_MAX_SECONDS",
+                reason: format!(
+                    "{voicemail_max_seconds} is outside 5..=14400 (Twilio's maxLength range)"
+                ),
+            });
+        }
+        let outbound_country_codes = match env.get("OUTBOUND_COUNTRY_CODES") {
+            None => None,
+            Some(v) if v.trim().is_empty() => None,
+            Some(v) => {
+                let codes: Vec<String> = v.split(',').map(|c| c.trim().to_owned()).collect();
+                if let Some(bad) = codes.iter().find(|c| {
+                    c.is_empty()
+                        || c.len() > 3
+                        || c.starts_with('0')
+                        || !c.bytes().all(|b| b.is_ascii_digit())
+                }) {
+                    return Err(ConfigError::Invalid {
+                        name: "OUTBOUND_COUNTRY_CODES",
+                        reason: format!("{bad:?} is not a country calling code (1 to 3 digits)"),
+                    });
+                }
+                Some(codes)
+            }
+        };
+        let caller_id = env.get("CALLER_ID").filter(|c| !c.trim().is_empty());
+        if let Some(c) = &caller_id {
+            shared::ids::E164::parse(c).map_err(|e| ConfigError::Invalid {
+                name: "CALLER_ID",
+                reason: e.to_string(),
+            })?;
+        }
         Ok(Self {
             ring_timeout_seconds,
             retention_days,
             greeting,
             greeting_language: env.get("GREETING_LANGUAGE"),
             hold_music_url,
-            caller_id: env.get("CALLER_ID"),
+            caller_id,
+            max_queue_wait_seconds,
+            outbound_ring_timeout_seconds,
+            voicemail_prompt: env
+                .get("VOICEMAIL_PROMPT")
+                .filter(|p| !p.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_VOICEMAIL_PROMPT.to_owned()),
+            voicemail_max_seconds,
+            outbound_country_codes,
+            routing_queue_url: env
+                .get("ROUTING_QUEUE_URL")
+                .filter(|u| !u.trim().is_empty()),
         })
     }
 
@@ -89,6 +172,27 @@ mod tests {
         assert_eq!(c.greeting.as_deref(), Some(DEFAULT_GREETING));
         assert_eq!(c.hold_music_url, DEFAULT_HOLD_MUSIC_URL);
         assert_eq!(c.caller_id, None);
+        assert_eq!(c.max_queue_wait_seconds, 300);
+        assert_eq!(c.outbound_country_codes, None);
+    }
+
+    #[test]
+    fn queue_and_outbound_settings() {
+        let c = VoiceConfig::load(&[
+            ("MAX_QUEUE_WAIT_SECONDS", "0"),
+            ("OUTBOUND_COUNTRY_CODES", "1, 44"),
+        ])
+        .expect("valid");
+        assert_eq!(c.max_queue_wait_seconds, 0);
+        assert_eq!(
+            c.outbound_country_codes,
+            Some(vec!["1".to_owned(), "44".to_owned()])
+        );
+        assert!(VoiceConfig::load(&[("OUTBOUND_COUNTRY_CODES", "1,+44")]).is_err());
+        assert!(VoiceConfig::load(&[("OUTBOUND_COUNTRY_CODES", "1,,44")]).is_err());
+        assert!(VoiceConfig::load(&[("MAX_QUEUE_WAIT_SECONDS", "100000")]).is_err());
+        assert!(VoiceConfig::load(&[("VOICEMAIL_MAX_SECONDS", "1")]).is_err());
+        assert!(VoiceConfig::load(&[("CALLER_ID", "5550001111")]).is_err());
     }
 
     #[test]

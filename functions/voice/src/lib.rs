@@ -1,24 +1,31 @@
 //! Voice: TwiML for every call leg, the conference lifecycle, routing calls to agents and the waiting queue.
 //!
-//! Served so far: `POST /twilio/voice/inbound`, `POST /twilio/hold-music`,
-//! `POST /twilio/conference/status`, `POST /twilio/participant/status`.
-//! The outbound and voicemail routes answer a clear 501 until they land.
+//! HTTP (every route Twilio-signed): `POST /twilio/voice/inbound`,
+//! `POST /twilio/voice/outbound`, `POST /twilio/voice/voicemail`,
+//! `POST /twilio/hold-music`, `POST /twilio/conference/status`,
+//! `POST /twilio/participant/status`. The routing queue (SQS): agents who
+//! became available, and queue timeouts. A periodic tick: the same checks,
+//! should a message be lost, and calls whose caller hung up before joining.
 
 pub mod config;
 pub mod twiml;
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
+use shared::auth::Role;
 pub use shared::conference::{AGENT_LABEL, CUSTOMER_LABEL, call_id_of_conference, conference_name};
 use shared::config::{CommonConfig, ConfigError, ProcessEnv};
 use shared::http::{
     ApiError, TwilioForm, empty_response, match_route, respond, route_path, twiml_response,
     verify_twilio_webhook,
 };
-use shared::ids::{CallSid, ClientIdentity};
+use shared::ids::{CallSid, ClientIdentity, E164};
+use shared::routing::{RoutingEvent, RoutingQueue};
 use shared::store::Table;
 use shared::store::agents::{self, Release, SettablePresence, Transition};
-use shared::store::calls::{self, Call, CallStatus, Created, ParticipantEvent, ParticipantFlags};
+use shared::store::calls::{
+    self, Call, CallStatus, Created, Direction, Outcome, ParticipantEvent, ParticipantFlags,
+};
 use shared::twilio::rest::{ClientSettings, TwilioClient, UpdateCall};
 use shared::twilio::signature::WebhookValidator;
 use time::OffsetDateTime;
@@ -42,6 +49,7 @@ pub mod paths {
     pub const PARTICIPANT_STATUS: &str = "/twilio/participant/status";
     pub const RECORDING_STATUS: &str = "/twilio/recordings/status";
     pub const HOLD_MUSIC: &str = "/twilio/hold-music";
+    pub const VOICEMAIL: &str = "/twilio/voice/voicemail";
 }
 
 /// Offers tried for one call in one request before it is queued instead
@@ -49,6 +57,11 @@ pub mod paths {
 const MAX_OFFERS_PER_REQUEST: usize = 3;
 /// Waiting calls considered when an agent frees up.
 const WAITING_PAGE: i32 = 5;
+/// A call still `new` this long after it came in has lost its caller before
+/// the conference (hung up during the greeting): the tick asks Twilio.
+const STALE_NEW_CALL: time::Duration = time::Duration::seconds(60);
+/// Live calls the tick looks at in one run.
+const TICK_PAGE: i32 = 1000;
 
 /// Everything a handler needs, built once per cold start.
 pub struct App {
@@ -57,6 +70,7 @@ pub struct App {
     validator: WebhookValidator,
     table: Table,
     twilio: TwilioClient,
+    routing: Option<RoutingQueue>,
 }
 
 /// Why the function cannot start.
@@ -89,7 +103,11 @@ impl App {
             config.table_name.clone(),
         );
         let twilio = TwilioClient::new(ClientSettings::from_config(&config.twilio))?;
-        Ok(Self::new(config, voice, table, twilio))
+        let routing = voice
+            .routing_queue_url
+            .as_ref()
+            .map(|url| RoutingQueue::new(aws_sdk_sqs::Client::new(sdk), url.clone()));
+        Ok(Self::new(config, voice, table, twilio, routing))
     }
 
     pub fn new(
@@ -97,6 +115,7 @@ impl App {
         voice: VoiceConfig,
         table: Table,
         twilio: TwilioClient,
+        routing: Option<RoutingQueue>,
     ) -> Self {
         Self {
             validator: config.twilio.webhook_validator(),
@@ -104,6 +123,7 @@ impl App {
             voice,
             table,
             twilio,
+            routing,
         }
     }
 
@@ -120,10 +140,123 @@ impl App {
         let now = OffsetDateTime::now_utc();
         match route {
             "POST /twilio/voice/inbound" => self.inbound(&form, now).await,
+            "POST /twilio/voice/outbound" => self.outbound(&form, now).await,
+            "POST /twilio/voice/voicemail" => {
+                let call_id = CallSid::parse(query_param(&query, "callId")?)
+                    .map_err(|e| ApiError::BadRequest(format!("callId: {e}")))?;
+                Ok(twiml_response(&twiml::voicemail(
+                    &self.voice,
+                    &self.config.public_base_url,
+                    &call_id,
+                )))
+            }
             "POST /twilio/hold-music" => Ok(twiml_response(&twiml::hold_music(&self.voice))),
             "POST /twilio/conference/status" => self.conference_status(&form, now).await,
             "POST /twilio/participant/status" => self.participant_status(&form, &query, now).await,
             other => Err(ApiError::NotImplemented(other)),
+        }
+    }
+
+    /// An agent's softphone places a call (the TwiML App's voice URL): the
+    /// agent's leg is the call. Refusals are spoken to the agent, because
+    /// Twilio plays nothing useful for an HTTP error.
+    async fn outbound(
+        &self,
+        form: &TwilioForm,
+        now: OffsetDateTime,
+    ) -> Result<Response<Body>, ApiError> {
+        let call_id = form.parse("CallSid", CallSid::parse)?;
+        let from = form.require("From")?;
+        let to = form.require("To")?;
+        let refuse = |why: &str| {
+            tracing::warn!(call = %call_id, from, to, why, "outbound call refused");
+            Ok(twiml_response(&twiml::refuse(why)))
+        };
+        let Some(agent) = from
+            .strip_prefix("client:")
+            .and_then(|id| ClientIdentity::parse(id).ok())
+        else {
+            return refuse("Only agents can place calls.");
+        };
+        // Twilio's retry of this webhook finds the call it already placed.
+        if let Some(existing) = calls::get(&self.table, &call_id).await? {
+            if existing.direction == Direction::Outbound && existing.agent.as_ref() == Some(&agent)
+            {
+                return Ok(twiml_response(&twiml::outbound_agent(
+                    &self.config.public_base_url,
+                    &call_id,
+                )));
+            }
+            return refuse("This call is already in progress.");
+        }
+        if self.voice.caller_id.is_none() {
+            return refuse("Outbound calling is not set up.");
+        }
+        let Ok(number) = E164::parse(to) else {
+            return refuse("That is not a valid number in international format.");
+        };
+        if let Some(codes) = &self.voice.outbound_country_codes
+            && !codes
+                .iter()
+                .any(|c| number.as_str()[1..].starts_with(c.as_str()))
+        {
+            return refuse("Calls to that country are not allowed.");
+        }
+        match agents::get(&self.table, &agent).await? {
+            Some(a) if a.roles.contains(&Role::Agent) => {}
+            _ => return refuse("Only agents can place calls."),
+        }
+        let Some((_, resume)) =
+            agents::claim_for_outbound(&self.table, &agent, &call_id, now).await?
+        else {
+            return refuse("You are already on a call.");
+        };
+        match calls::create_outbound(&self.table, &call_id, &agent, number.as_str(), resume, now)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => {
+                // Give the agent back before failing: nothing else would.
+                self.release_agent(&agent, &call_id, resume, now).await?;
+                return Err(e.into());
+            }
+        }
+        tracing::info!(call = %call_id, %agent, "outbound call placed");
+        Ok(twiml_response(&twiml::outbound_agent(
+            &self.config.public_base_url,
+            &call_id,
+        )))
+    }
+
+    /// The agent of an outbound call is in its conference: dial the customer
+    /// in. If Twilio refuses, the agent is told and the call ends.
+    async fn dial_outbound_customer(&self, call: &Call) -> Result<(), ApiError> {
+        let Some(caller_id) = &self.voice.caller_id else {
+            return Ok(());
+        };
+        let params =
+            twiml::outbound_customer(&self.voice, &self.config.public_base_url, call, caller_id);
+        if let Err(e) = self
+            .twilio
+            .create_participant(&conference_name(&call.call_id), &params)
+            .await
+        {
+            tracing::error!(call = %call.call_id, error = %e, "Twilio refused to dial the customer");
+            self.end_outbound(&call.call_id, "The call could not be placed.")
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Tells the agent of an outbound call why it ended, taking their leg
+    /// out of the conference (which ends it: the agent's exit ends the call).
+    async fn end_outbound(&self, call_id: &CallSid, why: &str) {
+        let update = UpdateCall {
+            twiml: Some(twiml::refuse(why).to_xml()),
+            ..UpdateCall::default()
+        };
+        if let Err(e) = self.twilio.update_call(call_id, &update).await {
+            tracing::warn!(call = %call_id, error = %e, "could not end the outbound call");
         }
     }
 
@@ -177,17 +310,7 @@ impl App {
         for _ in 0..MAX_OFFERS_PER_REQUEST {
             let Some(agent) = agents::claim_longest_idle(&self.table, &call.call_id, now).await?
             else {
-                // Keep the call's place when it goes back to the queue.
-                let at = call
-                    .enqueued_at
-                    .clone()
-                    .unwrap_or_else(|| shared::store::timestamp(now));
-                return Ok(
-                    match calls::enqueue(&self.table, &call.call_id, &at).await? {
-                        Some(_) => Routed::Queued,
-                        None => Routed::NotWaiting,
-                    },
-                );
+                return self.enqueue(call, now).await;
             };
             match self.offer(call, &agent.identity, now).await? {
                 Offer::Ringing => return Ok(Routed::Offered(agent.identity)),
@@ -195,16 +318,207 @@ impl App {
                 Offer::TwilioFailed => continue,
             }
         }
+        self.enqueue(call, now).await
+    }
+
+    /// Queues the call, keeping its place if it waited before. The first
+    /// time, the queue timeout is set: SQS hands it back at the maximum wait.
+    async fn enqueue(&self, call: &Call, now: OffsetDateTime) -> Result<Routed, ApiError> {
+        let first_time = call.enqueued_at.is_none();
         let at = call
             .enqueued_at
             .clone()
             .unwrap_or_else(|| shared::store::timestamp(now));
-        Ok(
-            match calls::enqueue(&self.table, &call.call_id, &at).await? {
-                Some(_) => Routed::Queued,
-                None => Routed::NotWaiting,
-            },
-        )
+        if calls::enqueue(&self.table, &call.call_id, &at)
+            .await?
+            .is_none()
+        {
+            return Ok(Routed::NotWaiting);
+        }
+        if first_time && self.voice.max_queue_wait_seconds > 0 {
+            self.send_routing(
+                &RoutingEvent::QueueTimeout {
+                    call_id: call.call_id.clone(),
+                },
+                self.voice.max_queue_wait_seconds,
+            )
+            .await;
+        }
+        Ok(Routed::Queued)
+    }
+
+    /// A lost routing message is not lost work: the tick repeats it.
+    async fn send_routing(&self, event: &RoutingEvent, delay_seconds: u32) {
+        if let Some(q) = &self.routing
+            && let Err(e) = q.send(event, delay_seconds).await
+        {
+            tracing::warn!(?event, error = %e, "routing event not sent; the tick will catch up");
+        }
+    }
+
+    /// A batch from the routing queue; returns the ids of the messages to
+    /// redeliver. A message that is not a routing event is dropped (logged):
+    /// redelivering it would never help.
+    pub async fn routing_batch(&self, batch: aws_lambda_events::sqs::SqsEvent) -> Vec<String> {
+        let mut failed = Vec::new();
+        for message in batch.records {
+            let id = message.message_id.unwrap_or_default();
+            let body = message.body.unwrap_or_default();
+            let event = match serde_json::from_str::<RoutingEvent>(&body) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(message = %id, error = %e, "not a routing event; dropped");
+                    continue;
+                }
+            };
+            if let Err(e) = self.routing_event(&event, OffsetDateTime::now_utc()).await {
+                tracing::warn!(message = %id, ?event, error = %e, "routing event failed; redelivered");
+                failed.push(id);
+            }
+        }
+        failed
+    }
+
+    /// What the routing queue asked for. An `Err` makes SQS redeliver it.
+    pub async fn routing_event(
+        &self,
+        event: &RoutingEvent,
+        now: OffsetDateTime,
+    ) -> Result<(), ApiError> {
+        match event {
+            RoutingEvent::AgentAvailable { agent } => {
+                tracing::info!(%agent, "agent available: offering waiting calls");
+                self.offer_waiting_calls(now).await
+            }
+            RoutingEvent::QueueTimeout { call_id } => {
+                let Some(call) = calls::get(&self.table, call_id).await? else {
+                    return Ok(());
+                };
+                self.check_queue_timeout(&call, now, true).await
+            }
+        }
+    }
+
+    /// Sends a waiting call to voicemail once it has waited the maximum.
+    /// Early (SQS delays at most 15 minutes): the timeout is set again for
+    /// the rest, when `resend`.
+    async fn check_queue_timeout(
+        &self,
+        call: &Call,
+        now: OffsetDateTime,
+        resend: bool,
+    ) -> Result<(), ApiError> {
+        let max = self.voice.max_queue_wait_seconds;
+        if max == 0 {
+            return Ok(());
+        }
+        match call.status {
+            CallStatus::New | CallStatus::Queued => {}
+            // The redirect did not reach Twilio last time: try it again.
+            CallStatus::Voicemail => return self.redirect_to_voicemail(&call.call_id).await,
+            _ => return Ok(()),
+        }
+        let since = call.enqueued_at.as_deref().unwrap_or(&call.created_at);
+        let waited = seconds_since(since, now);
+        if waited < i64::from(max) {
+            if resend {
+                let rest = u32::try_from(i64::from(max) - waited).unwrap_or(max);
+                self.send_routing(
+                    &RoutingEvent::QueueTimeout {
+                        call_id: call.call_id.clone(),
+                    },
+                    rest,
+                )
+                .await;
+            }
+            return Ok(());
+        }
+        if calls::to_voicemail(&self.table, &call.call_id)
+            .await?
+            .is_none()
+        {
+            // An agent got it at the last moment, or the caller left.
+            return Ok(());
+        }
+        tracing::info!(call = %call.call_id, waited, "maximum wait reached: voicemail");
+        self.redirect_to_voicemail(&call.call_id).await
+    }
+
+    /// Moves the caller out of the conference to the voicemail TwiML. A
+    /// caller who is gone ends the call; another failure is returned, so the
+    /// message comes back and the redirect is tried again.
+    async fn redirect_to_voicemail(&self, call_id: &CallSid) -> Result<(), ApiError> {
+        let url = format!(
+            "{}?{}",
+            self.config.public_base_url.url_for(paths::VOICEMAIL),
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("callId", call_id.as_str())
+                .finish()
+        );
+        let update = UpdateCall {
+            url: Some(url),
+            ..UpdateCall::default()
+        };
+        match self.twilio.update_call(call_id, &update).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() || e.code() == Some(21220) => {
+                // 21220: the call is not in progress any more. The caller
+                // hung up before the redirect: they abandoned the call.
+                self.call_ended_as(call_id, OffsetDateTime::now_utc(), Some(Outcome::Abandoned))
+                    .await
+            }
+            Err(e) => Err(ApiError::Upstream {
+                message: format!("Twilio refused the voicemail redirect: {e}"),
+                twilio_code: e.code(),
+            }),
+        }
+    }
+
+    /// The periodic tick: whatever a lost routing message or a missed
+    /// webhook left undone. Offers waiting calls, sends callers past the
+    /// maximum wait to voicemail, and ends calls whose caller hung up before
+    /// joining the conference (no conference event ever tells us).
+    pub async fn tick(&self, now: OffsetDateTime) -> Result<(), ApiError> {
+        self.offer_waiting_calls(now).await?;
+        for call in calls::live(&self.table, TICK_PAGE).await? {
+            if let Err(e) = self.tick_call(&call, now).await {
+                tracing::warn!(call = %call.call_id, error = %e, "tick could not check the call");
+            }
+        }
+        Ok(())
+    }
+
+    async fn tick_call(&self, call: &Call, now: OffsetDateTime) -> Result<(), ApiError> {
+        if call.status == CallStatus::New
+            && seconds_since(&call.created_at, now) >= STALE_NEW_CALL.whole_seconds()
+        {
+            match self.twilio.fetch_call(&call.call_id).await {
+                Ok(c)
+                    if matches!(
+                        c.status.as_str(),
+                        "completed" | "canceled" | "failed" | "busy" | "no-answer"
+                    ) =>
+                {
+                    tracing::info!(call = %call.call_id, "caller hung up before joining: call ended");
+                    self.call_ended(&call.call_id, now).await?;
+                }
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => self.call_ended(&call.call_id, now).await?,
+                Err(e) => {
+                    return Err(ApiError::Upstream {
+                        message: e.to_string(),
+                        twilio_code: e.code(),
+                    });
+                }
+            }
+            if calls::get(&self.table, &call.call_id)
+                .await?
+                .is_some_and(|c| c.status == CallStatus::Completed)
+            {
+                return Ok(());
+            }
+        }
+        self.check_queue_timeout(call, now, false).await
     }
 
     /// Offers a call to an agent already claimed for it: mark the offer on
@@ -329,6 +643,22 @@ impl App {
             )
             .await?;
         }
+        // Supervision sessions follow their supervisor's leg and the call's end.
+        shared::store::supervision::follow_conference_event(
+            &self.table,
+            &call_id,
+            &shared::store::supervision::ConferenceEvent {
+                event,
+                participant: participant.as_ref(),
+                label: form.get("ParticipantLabel"),
+                flags: participant_flags(form)?,
+                reason: form.get("ReasonParticipantLeft"),
+                sequence,
+            },
+            now,
+            retention,
+        )
+        .await?;
         match (event, &participant) {
             ("participant-join", Some(leg)) => {
                 let label = form.get("ParticipantLabel");
@@ -348,7 +678,13 @@ impl App {
                 .await?;
                 if label == Some(AGENT_LABEL) {
                     let conference = form.get("ConferenceSid").unwrap_or_default();
-                    calls::agent_joined(&self.table, &call_id, leg, conference, now).await?;
+                    let joined =
+                        calls::agent_joined(&self.table, &call_id, leg, conference, now).await?;
+                    if let Some(call) = joined
+                        && call.direction == Direction::Outbound
+                    {
+                        self.dial_outbound_customer(&call).await?;
+                    }
                 } else if label == Some(CUSTOMER_LABEL) && *leg == call_id {
                     self.customer_joined(&call_id, now).await?;
                 }
@@ -389,7 +725,17 @@ impl App {
     /// the next waiting call. Every step is idempotent, so a retried event
     /// completes whatever an interrupted one left undone.
     async fn call_ended(&self, call_id: &CallSid, now: OffsetDateTime) -> Result<(), ApiError> {
-        let call = match calls::finish(&self.table, call_id, now, self.voice.retention()).await? {
+        self.call_ended_as(call_id, now, None).await
+    }
+
+    async fn call_ended_as(
+        &self,
+        call_id: &CallSid,
+        now: OffsetDateTime,
+        outcome: Option<Outcome>,
+    ) -> Result<(), ApiError> {
+        let retention = self.voice.retention();
+        let call = match calls::finish_as(&self.table, call_id, now, retention, outcome).await? {
             Some(call) => call,
             None => match calls::get(&self.table, call_id).await? {
                 Some(call) => call,
@@ -403,7 +749,7 @@ impl App {
         }
         if let Some(agent) = &call.agent {
             let released = self
-                .release_agent(agent, call_id, SettablePresence::Available, now)
+                .release_agent(agent, call_id, call.resume_presence, now)
                 .await?;
             if let Release::Released(change) = released
                 && change.transition == Transition::BecameAvailable
@@ -443,15 +789,22 @@ impl App {
         now: OffsetDateTime,
     ) -> Result<Response<Body>, ApiError> {
         let status = form.require("CallStatus")?;
-        let q = |k: &str| {
-            query
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.as_str())
-                .ok_or_else(|| ApiError::BadRequest(format!("missing query parameter {k}")))
-        };
+        let q = |k: &str| query_param(query, k);
         let call_id = CallSid::parse(q("callId")?)
             .map_err(|e| ApiError::BadRequest(format!("callId: {e}")))?;
+        if query.iter().any(|(k, v)| k == "leg" && v == CUSTOMER_LABEL) {
+            // The customer of an outbound call never answered: tell the agent.
+            let why = match status {
+                "busy" => Some("The line is busy."),
+                "no-answer" => Some("There was no answer."),
+                "failed" | "canceled" => Some("The call could not be placed."),
+                _ => None,
+            };
+            if let Some(why) = why {
+                self.end_outbound(&call_id, why).await;
+            }
+            return Ok(empty_response(StatusCode::NO_CONTENT));
+        }
         let offer: u64 = q("offer")?
             .parse()
             .map_err(|_| ApiError::BadRequest("offer: not a number".into()))?;
@@ -499,6 +852,21 @@ enum Offer {
     Ringing,
     NotWaiting,
     TwilioFailed,
+}
+
+fn query_param<'q>(query: &'q [(String, String)], name: &str) -> Result<&'q str, ApiError> {
+    query
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| ApiError::BadRequest(format!("missing query parameter {name}")))
+}
+
+/// Whole seconds from a stored timestamp to `now`; 0 for an unreadable one.
+fn seconds_since(stored: &str, now: OffsetDateTime) -> i64 {
+    OffsetDateTime::parse(stored, &time::format_description::well_known::Rfc3339)
+        .map(|t| (now - t).whole_seconds())
+        .unwrap_or(0)
 }
 
 fn query_pairs(req: &Request) -> Vec<(String, String)> {

@@ -6,7 +6,8 @@ use shared::ids::{CallSid, ClientIdentity};
 use shared::store::calls::Call;
 use shared::twilio::rest::CreateParticipant;
 use shared::twilio::twiml::{
-    Conference, ConferenceEvent, ConferenceRecord, Dial, Play, RecordingEvent, Say, VoiceResponse,
+    Conference, ConferenceEvent, ConferenceRecord, Dial, Play, Record, RecordingEvent, Say,
+    VoiceResponse,
 };
 
 use crate::config::VoiceConfig;
@@ -106,6 +107,96 @@ pub fn agent_participant(
         conference_recording_status_callback_event: strings(&RECORDING_EVENTS),
         ..CreateParticipant::default()
     }
+}
+
+/// The agent's softphone leg of an outbound call: straight into the call's
+/// conference, which it starts; recording and the status callbacks are set
+/// here because this leg is the first participant. The customer is dialled
+/// into the conference once this leg has joined ([`outbound_customer`]).
+pub fn outbound_agent(base: &PublicBaseUrl, call_id: &CallSid) -> VoiceResponse {
+    VoiceResponse::new().dial(Dial::conference(
+        Conference::new(conference_name(call_id))
+            .beep(false)
+            .end_conference_on_exit(true)
+            .participant_label(AGENT_LABEL)
+            .record(ConferenceRecord::RecordFromStart)
+            .recording_status_callback(
+                base.url_for(paths::RECORDING_STATUS),
+                &[RecordingEvent::Completed, RecordingEvent::Absent],
+            )
+            .start_conference_on_enter(true)
+            .status_callback(
+                base.url_for(paths::CONFERENCE_STATUS),
+                &ConferenceEvent::TRACKED,
+            ),
+    ))
+}
+
+/// Why an outbound call was refused, said to the agent before hanging up.
+pub fn refuse(reason: &str) -> VoiceResponse {
+    VoiceResponse::new()
+        .say(Say::new(reason.to_owned()))
+        .hangup()
+}
+
+/// The customer's leg of an outbound call, added to the conference once the
+/// agent is in it. `EndConferenceOnExit`: the customer hanging up ends the
+/// call for the agent too. Its ring result comes back to the participant
+/// status route as offer 0 of the call, which only matters for a leg that
+/// never answered: the call then ends.
+pub fn outbound_customer(
+    voice: &VoiceConfig,
+    base: &PublicBaseUrl,
+    call: &Call,
+    caller_id: &str,
+) -> CreateParticipant {
+    let status_url = format!(
+        "{}?{}",
+        base.url_for(paths::PARTICIPANT_STATUS),
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("callId", call.call_id.as_str())
+            .append_pair("leg", CUSTOMER_LABEL)
+            .finish()
+    );
+    CreateParticipant {
+        from: caller_id.to_owned(),
+        to: call.to.clone(),
+        label: Some(CUSTOMER_LABEL.to_owned()),
+        timeout: Some(voice.outbound_ring_timeout_seconds),
+        status_callback: Some(status_url),
+        status_callback_event: vec!["completed".to_owned()],
+        beep: Some("false".to_owned()),
+        start_conference_on_enter: Some(true),
+        end_conference_on_exit: Some(true),
+        early_media: Some(true),
+        ..CreateParticipant::default()
+    }
+}
+
+/// Voicemail: the prompt, then a recording whose status callback names the
+/// call, so the offload files it under the call like its conference recording.
+pub fn voicemail(voice: &VoiceConfig, base: &PublicBaseUrl, call_id: &CallSid) -> VoiceResponse {
+    let callback = format!(
+        "{}?{}",
+        base.url_for(paths::RECORDING_STATUS),
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("callId", call_id.as_str())
+            .finish()
+    );
+    VoiceResponse::new()
+        .say(Say::new(voice.voicemail_prompt.clone()))
+        .record(Record {
+            max_length: Some(voice.voicemail_max_seconds),
+            play_beep: Some(true),
+            timeout: Some(10),
+            recording_status_callback: Some(callback),
+            recording_status_callback_event: vec![
+                RecordingEvent::Completed,
+                RecordingEvent::Absent,
+            ],
+            ..Record::default()
+        })
+        .hangup()
 }
 
 #[cfg(test)]

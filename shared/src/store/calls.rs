@@ -520,6 +520,18 @@ pub async fn finish(
     now: OffsetDateTime,
     retention: time::Duration,
 ) -> Result<Option<Call>, StoreError> {
+    finish_as(table, call_id, now, retention, None).await
+}
+
+/// [`finish`], with the outcome known to the caller (say, a caller who hung
+/// up before the voicemail redirect reached them abandoned the call).
+pub async fn finish_as(
+    table: &Table,
+    call_id: &CallSid,
+    now: OffsetDateTime,
+    retention: time::Duration,
+    known: Option<Outcome>,
+) -> Result<Option<Call>, StoreError> {
     const ATTEMPTS: usize = 8;
     for _ in 0..ATTEMPTS {
         let Some(call) = get(table, call_id).await? else {
@@ -529,7 +541,9 @@ pub async fn finish(
             return Ok(None);
         }
         let ended_at = timestamp(now);
-        let outcome = if call.agent_joined_at.is_some() {
+        let outcome = if let Some(known) = known {
+            known
+        } else if call.agent_joined_at.is_some() {
             Outcome::Answered
         } else if call.status == CallStatus::Voicemail {
             Outcome::Voicemail

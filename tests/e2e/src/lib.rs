@@ -82,6 +82,17 @@ impl Stack {
     /// Like [`Stack::start`], with the functions told that Twilio reaches them on
     /// `public_base_url` (as behind API Gateway, where it is not the gateway's own address).
     pub async fn start_with(name: &str, public_base_url: Option<&str>) -> Self {
+        let extra: Vec<(&str, String)> = public_base_url
+            .map(|url| ("PUBLIC_BASE_URL", url.to_owned()))
+            .into_iter()
+            .collect();
+        Self::start_with_env(name, &extra).await
+    }
+
+    /// Like [`Stack::start`], with these variables given to every function
+    /// (say, a short `MAX_QUEUE_WAIT_SECONDS`), as an operator's template
+    /// parameters would.
+    pub async fn start_with_env(name: &str, extra_env: &[(&str, String)]) -> Self {
         let (endpoints, resources) =
             local_stack::testing::fresh_resources(&format!("e2e-{name}")).await;
         let template = template();
@@ -112,8 +123,8 @@ impl Stack {
             env.insert((*k).to_owned(), (*v).to_owned());
         }
         env.insert("TWILIO_API_BASE_URL".into(), sim.base_url());
-        if let Some(url) = public_base_url {
-            env.insert("PUBLIC_BASE_URL".into(), url.to_owned());
+        for (k, v) in extra_env {
+            env.insert((*k).to_owned(), v.clone());
         }
         config.env = env;
         config.bindings = resources.bindings(&endpoints.region);

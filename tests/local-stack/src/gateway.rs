@@ -167,12 +167,10 @@ pub fn function_env(
             .get(name)
             .cloned()
             .or_else(|| (name == "PUBLIC_BASE_URL").then(|| public_base_url.to_string()))
-            .or_else(|| {
-                config
-                    .template
-                    .resolve(value, &config.bindings)
-                    .filter(|v| !v.is_empty())
-            });
+            // An empty value (an optional parameter left empty) means "unset"
+            // to the functions, as it does in AWS; only an unresolvable one
+            // is missing.
+            .or_else(|| config.template.resolve(value, &config.bindings));
         match local {
             Some(v) => {
                 env.insert(name.clone(), v);

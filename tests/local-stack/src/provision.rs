@@ -297,7 +297,11 @@ pub async fn provision(
             .attributes
             .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
             .unwrap_or_default();
-        if let Some((dlq, _)) = &q.redrive {
+        // The first queue with a dead-letter queue is the offload queue; later
+        // ones (the routing queue) are reached through the template's `!Ref`s.
+        if let Some((dlq, _)) = &q.redrive
+            && out.queue_url.is_empty()
+        {
             out.queue_url = url.clone();
             out.dlq_url = out
                 .queues

@@ -340,10 +340,8 @@ impl Template {
         if let Some(v) = bindings.values.get(name) {
             return Some(v.clone());
         }
-        self.parameters()
-            .get(name)
-            .and_then(|p| p.default.clone())
-            .filter(|d| !d.is_empty())
+        // An empty default is a value: "unset" for an optional setting.
+        self.parameters().get(name).and_then(|p| p.default.clone())
     }
 
     fn resolve_i64(&self, v: &Value) -> Option<i64> {

@@ -4,3 +4,4 @@ mod events;
 mod routes;
 mod signatures;
 mod voice;
+mod voice_queue;

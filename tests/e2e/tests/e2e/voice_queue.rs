@@ -1,0 +1,436 @@
+//! The voice function's work that no webhook triggers, and outbound calls:
+//! an agent who becomes available (through the token function's presence
+//! route, with a real Cognito token) gets the oldest waiting call; a caller
+//! who waits too long leaves a voicemail; the periodic tick ends a call whose
+//! caller hung up before the conference; an agent dials a customer.
+
+use std::time::Duration;
+
+use e2e::Stack;
+use local_stack::users::{PoolRef, mint_token};
+use serde_json::{Value, json};
+use shared::ids::{CallSid, ClientIdentity};
+use shared::store::Table;
+use shared::store::agents::{self, Presence};
+use shared::store::calls::{self, CallStatus, Direction};
+
+const NUMBER: &str = "+15559870000";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn table(stack: &Stack) -> Table {
+    Table::new(
+        stack.endpoints.dynamodb_client(),
+        stack.resources.table_name.clone(),
+    )
+}
+
+async fn wait_call(
+    stack: &Stack,
+    id: &CallSid,
+    what: &str,
+    pred: impl Fn(&calls::Call) -> bool,
+) -> calls::Call {
+    let t = table(stack);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(c) = calls::get(&t, id).await.expect("read call").filter(&pred) {
+            return c;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for call {id}: {what}; now {:?}",
+            calls::get(&t, id).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_agent(stack: &Stack, who: &ClientIdentity, presence: Presence) -> agents::Agent {
+    let t = table(stack);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(a) = agents::get(&t, who)
+            .await
+            .expect("read agent")
+            .filter(|a| a.presence == presence)
+        {
+            return a;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {who} to be {presence:?}; now {:?}",
+            agents::get(&t, who).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An agent signed in to the local Cognito pool: their access token, and
+/// the identity the system gives them.
+async fn sign_in(stack: &Stack, user: &str) -> (String, ClientIdentity) {
+    let pool = PoolRef::from_env(local_stack::testing::environment().await).expect("pool");
+    let token = mint_token(&pool, user, &["agents"])
+        .await
+        .expect("sign in")
+        .access_token;
+    let (status, me) = api(stack, reqwest::Method::GET, "/agents/me", &token, None).await;
+    assert_eq!(status, 200, "{me}");
+    let identity = ClientIdentity::parse(me["identity"].as_str().expect("identity")).expect("id");
+    (token, identity)
+}
+
+async fn api(
+    stack: &Stack,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = stack
+        .http
+        .request(method, stack.url(path))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn set_presence(stack: &Stack, token: &str, presence: &str) {
+    let (status, body) = api(
+        stack,
+        reqwest::Method::PUT,
+        "/agents/me/presence",
+        token,
+        Some(json!({ "presence": presence })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+fn assert_spec_clean(stack: &Stack) {
+    let rejected = stack.sim.rejected_requests();
+    assert!(
+        rejected.is_empty(),
+        "requests Twilio would refuse: {rejected:#?}"
+    );
+    let failed: Vec<_> = stack
+        .sim
+        .callbacks()
+        .into_iter()
+        .filter(|c| !c.url.contains("/twilio/recordings/"))
+        .filter(|c| !c.status.is_some_and(|s| (200..300).contains(&s)))
+        .collect();
+    assert!(failed.is_empty(), "webhooks not answered 2xx: {failed:#?}");
+}
+
+#[tokio::test]
+async fn an_agent_who_becomes_available_gets_the_oldest_waiting_call() {
+    let stack = Stack::start("voice-presence-offer").await;
+    let (token, alice) = sign_in(&stack, "alice.presence@example.com").await;
+    set_presence(&stack, &token, "away").await;
+
+    let first = stack
+        .sim
+        .place_call_to_url("+15551230010", NUMBER, &stack.url("/twilio/voice/inbound"))
+        .await
+        .expect("first caller");
+    wait_call(&stack, &first, "queued", |c| c.status == CallStatus::Queued).await;
+    let second = stack
+        .sim
+        .place_call_to_url("+15551230011", NUMBER, &stack.url("/twilio/voice/inbound"))
+        .await
+        .expect("second caller");
+    wait_call(&stack, &second, "queued", |c| {
+        c.status == CallStatus::Queued
+    })
+    .await;
+
+    // Nothing but the presence change (token function -> routing queue ->
+    // voice function) rings alice.
+    set_presence(&stack, &token, "available").await;
+    let call = wait_call(&stack, &first, "answered by alice", |c| {
+        c.status == CallStatus::InProgress
+    })
+    .await;
+    assert_eq!(call.answered_by, Some(alice.clone()));
+    let still = calls::get(&table(&stack), &second)
+        .await
+        .expect("read")
+        .expect("second call");
+    assert_eq!(
+        still.status,
+        CallStatus::Queued,
+        "the newer call keeps waiting"
+    );
+
+    // Her call ends: she is offered the next one without doing anything.
+    stack.sim.hang_up(&first).expect("first caller hangs up");
+    let next = wait_call(&stack, &second, "answered by alice", |c| {
+        c.status == CallStatus::InProgress
+    })
+    .await;
+    assert_eq!(next.answered_by, Some(alice));
+    stack.sim.hang_up(&second).expect("second caller hangs up");
+    assert_spec_clean(&stack);
+}
+
+#[tokio::test]
+async fn a_caller_who_waits_too_long_leaves_a_voicemail() {
+    let stack =
+        Stack::start_with_env("voice-voicemail", &[("MAX_QUEUE_WAIT_SECONDS", "2".into())]).await;
+    let caller = stack
+        .sim
+        .place_call_to_url("+15551230020", NUMBER, &stack.url("/twilio/voice/inbound"))
+        .await
+        .expect("caller");
+    wait_call(&stack, &caller, "queued", |c| {
+        c.status == CallStatus::Queued
+    })
+    .await;
+
+    // The delayed queue timeout moves the caller out of the conference.
+    let done = wait_call(&stack, &caller, "ended in voicemail", |c| {
+        c.status == CallStatus::Completed
+    })
+    .await;
+    assert_eq!(done.outcome.as_deref(), Some("voicemail"));
+    assert!(done.wait_seconds.is_some_and(|w| w >= 2), "{done:?}");
+
+    // The caller heard the prompt, and the message was recorded with a
+    // status callback that names the call, like any recording.
+    let recorded = stack
+        .sim
+        .wait_for("the voicemail recording", WAIT, |s| {
+            s.recordings()
+                .iter()
+                .any(|r| r.source == "RecordVerb" && r.call_sid.as_ref() == Some(&caller))
+        })
+        .await;
+    assert!(
+        recorded.is_ok(),
+        "recordings: {:#?}",
+        stack.sim.recordings()
+    );
+    let heard = stack.sim.call(&caller).expect("call").heard;
+    assert!(
+        heard
+            .iter()
+            .any(|h| h.starts_with("say:") && h.contains("leave a message")),
+        "{heard:?}"
+    );
+    let callback = stack
+        .sim
+        .wait_for_callback("the voicemail recording callback", WAIT, |c| {
+            c.url.contains("/twilio/recordings/status")
+                && c.url.contains(&format!("callId={caller}"))
+        })
+        .await;
+    assert!(callback.is_ok(), "callbacks: {:#?}", stack.sim.callbacks());
+    assert!(
+        calls::oldest_waiting(&table(&stack), 10)
+            .await
+            .expect("queue")
+            .is_empty()
+    );
+    assert_spec_clean(&stack);
+}
+
+#[tokio::test]
+async fn the_tick_ends_a_call_whose_caller_hung_up_before_the_conference() {
+    let stack = Stack::start("voice-tick").await;
+    let t = table(&stack);
+    // A call Twilio knows has ended, that never reached its conference: the
+    // voice webhook recorded it, then the caller hung up during the greeting.
+    // (A voice URL that answers 404 ends the call at once, as Twilio does.)
+    let placed = stack
+        .sim
+        .place_call_to_url("+15551230030", NUMBER, &stack.url("/twilio/voice/none"))
+        .await;
+    assert!(placed.is_err(), "the call cannot get TwiML");
+    let caller = stack
+        .sim
+        .calls()
+        .into_iter()
+        .find(|c| c.from == "+15551230030")
+        .expect("the simulator knows the call")
+        .sid;
+    stack
+        .sim
+        .wait_for("the call ended at Twilio", WAIT, |s| {
+            s.call(&caller)
+                .is_some_and(|c| matches!(c.status.as_str(), "completed" | "failed" | "canceled"))
+        })
+        .await
+        .expect("the call ended at Twilio");
+    let long_ago = time::OffsetDateTime::now_utc() - time::Duration::minutes(5);
+    calls::create(&t, &caller, "+15551230030", NUMBER, long_ago)
+        .await
+        .expect("record the call as the inbound webhook did");
+
+    let resp = stack
+        .http
+        .post(format!(
+            "{}/_local/schedule/VoiceFunction",
+            stack.gateway.url()
+        ))
+        .send()
+        .await
+        .expect("fire the tick");
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let done = wait_call(&stack, &caller, "ended by the tick", |c| {
+        c.status == CallStatus::Completed
+    })
+    .await;
+    assert_eq!(done.outcome.as_deref(), Some("abandoned"));
+    assert!(calls::live(&t, 10).await.expect("live").is_empty());
+}
+
+#[tokio::test]
+async fn an_agent_dials_a_customer_through_a_supervisable_recorded_conference() {
+    const CUSTOMER: &str = "+15551230040";
+    let stack = Stack::start_with_env(
+        "voice-outbound",
+        &[
+            ("CALLER_ID", NUMBER.into()),
+            ("OUTBOUND_COUNTRY_CODES", "1,44".into()),
+        ],
+    )
+    .await;
+    let (token, alice) = sign_in(&stack, "alice.outbound@example.com").await;
+    set_presence(&stack, &token, "available").await;
+    let outbound = stack.url("/twilio/voice/outbound");
+
+    // The softphone's leg, through the TwiML App's voice URL.
+    let leg = stack
+        .sim
+        .place_call_to_url(&format!("client:{alice}"), CUSTOMER, &outbound)
+        .await
+        .expect("alice dials");
+    let name = format!("call-{leg}");
+    stack
+        .sim
+        .wait_for("alice and the customer talking", WAIT, |s| {
+            s.conference(&name).is_some_and(|c| {
+                let mut labels: Vec<_> = c
+                    .participants
+                    .iter()
+                    .filter(|p| p.status == "connected")
+                    .filter_map(|p| p.label.clone())
+                    .collect();
+                labels.sort();
+                labels == ["agent", "customer"]
+            })
+        })
+        .await
+        .expect("both in the call's conference");
+    let conf = stack.sim.conference(&name).expect("conference");
+    assert!(conf.record, "recorded like an inbound call");
+    let customer_leg = conf
+        .participants
+        .iter()
+        .find(|p| p.label.as_deref() == Some("customer"))
+        .expect("customer")
+        .call_sid
+        .clone();
+    let customer_call = stack.sim.call(&customer_leg).expect("customer leg");
+    assert_eq!(customer_call.to, CUSTOMER);
+    assert_eq!(customer_call.from, NUMBER, "the configured caller ID");
+    let call = wait_call(&stack, &leg, "in progress", |c| {
+        c.status == CallStatus::InProgress
+    })
+    .await;
+    assert_eq!(call.direction, Direction::Outbound);
+    assert_eq!(call.agent, Some(alice.clone()));
+    assert_eq!(call.agent_leg, Some(leg.clone()));
+    let busy = wait_agent(&stack, &alice, Presence::Busy).await;
+    assert_eq!(busy.current_call_id, Some(leg.clone()));
+
+    // While on it, a second dial-out is refused, and nothing is recorded.
+    let again = stack
+        .sim
+        .place_call_to_url(&format!("client:{alice}"), CUSTOMER, &outbound)
+        .await
+        .expect("second dial");
+    let heard = stack.sim.call(&again).expect("call").heard;
+    assert!(
+        heard.iter().any(|h| h.contains("already on a call")),
+        "{heard:?}"
+    );
+    assert!(
+        calls::get(&table(&stack), &again)
+            .await
+            .expect("read")
+            .is_none()
+    );
+
+    stack.sim.hang_up(&customer_leg).expect("customer hangs up");
+    let done = wait_call(&stack, &leg, "completed", |c| {
+        c.status == CallStatus::Completed
+    })
+    .await;
+    assert_eq!(done.outcome.as_deref(), Some("answered"));
+    // She was available before dialling, so she is again.
+    wait_agent(&stack, &alice, Presence::Available).await;
+    assert_spec_clean(&stack);
+}
+
+#[tokio::test]
+async fn outbound_calls_are_refused_to_non_agents_bad_numbers_and_other_countries() {
+    let stack = Stack::start_with_env(
+        "voice-outbound-refused",
+        &[
+            ("CALLER_ID", NUMBER.into()),
+            ("OUTBOUND_COUNTRY_CODES", "44".into()),
+        ],
+    )
+    .await;
+    let (token, alice) = sign_in(&stack, "alice.refused@example.com").await;
+    set_presence(&stack, &token, "available").await;
+    let outbound = stack.url("/twilio/voice/outbound");
+    let cases = [
+        (format!("client:{alice}"), "+15551230050", "not allowed"),
+        (
+            format!("client:{alice}"),
+            "5551230050",
+            "not a valid number",
+        ),
+        (
+            "client:mallory_1".to_owned(),
+            "+441632960000",
+            "Only agents",
+        ),
+        ("+15551230051".to_owned(), "+441632960000", "Only agents"),
+    ];
+    for (from, to, said) in cases {
+        let leg = stack
+            .sim
+            .place_call_to_url(&from, to, &outbound)
+            .await
+            .expect("dial");
+        let heard = stack.sim.call(&leg).expect("call").heard;
+        assert!(
+            heard.iter().any(|h| h.contains(said)),
+            "{from} -> {to}: expected {said:?}, heard {heard:?}"
+        );
+        assert!(
+            calls::get(&table(&stack), &leg)
+                .await
+                .expect("read")
+                .is_none(),
+            "a refused call records nothing"
+        );
+    }
+    let me = agents::get(&table(&stack), &alice)
+        .await
+        .expect("read")
+        .expect("alice");
+    assert_eq!(
+        me.presence,
+        Presence::Available,
+        "refusals leave her as she was"
+    );
+    assert_spec_clean(&stack);
+}
