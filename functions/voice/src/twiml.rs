@@ -203,7 +203,8 @@ pub fn voicemail(voice: &VoiceConfig, base: &PublicBaseUrl, call_id: &CallSid) -
 mod tests {
     use super::*;
     use crate::config::DEFAULT_HOLD_MUSIC_URL;
-    use shared::store::calls::CallStatus;
+    use shared::store::agents::SettablePresence;
+    use shared::store::calls::{CallStatus, Direction};
 
     fn voice() -> VoiceConfig {
         VoiceConfig::load(&[("UNRELATED", "")]).expect("defaults")
@@ -271,6 +272,8 @@ mod tests {
             outcome: None,
             wait_seconds: None,
             talk_seconds: None,
+            direction: Direction::Inbound,
+            resume_presence: SettablePresence::Available,
         };
         let agent = ClientIdentity::parse("alice_1").expect("identity");
         let p = agent_participant(&voice(), &base(), &call, &agent, "+15559870000");
@@ -288,5 +291,47 @@ mod tests {
         assert_eq!(p.end_conference_on_exit, Some(true));
         assert_eq!(p.early_media, Some(false));
         assert_eq!(p.conference_status_callback_event, CONFERENCE_EVENTS);
+    }
+
+    #[test]
+    fn outbound_agent_leg_starts_a_recorded_conference_with_callbacks() {
+        let call = CallSid::parse("CAa9f5c02661449771d833424d61fcd254").expect("sid");
+        let xml = outbound_agent(&base(), &call).to_xml();
+        for part in [
+            "participantLabel=\"agent\"",
+            "startConferenceOnEnter=\"true\"",
+            "endConferenceOnExit=\"true\"",
+            "record=\"record-from-start\"",
+            "recordingStatusCallback=\"https://cc.example.com/twilio/recordings/status\"",
+            "statusCallback=\"https://cc.example.com/twilio/conference/status\"",
+            ">call-CAa9f5c02661449771d833424d61fcd254</Conference>",
+        ] {
+            assert!(xml.contains(part), "{part} missing from {xml}");
+        }
+        assert!(!xml.contains("<Say>"), "no greeting for the agent: {xml}");
+    }
+
+    #[test]
+    fn voicemail_records_with_a_callback_naming_the_call() {
+        let call = CallSid::parse("CAa9f5c02661449771d833424d61fcd254").expect("sid");
+        let xml = voicemail(&voice(), &base(), &call).to_xml();
+        assert!(xml.contains("leave a message"), "{xml}");
+        assert!(
+            xml.contains(
+                "recordingStatusCallback=\"https://cc.example.com/twilio/recordings/status?callId=CAa9f5c02661449771d833424d61fcd254\""
+            ),
+            "{xml}"
+        );
+        assert!(xml.contains("maxLength=\"120\""), "{xml}");
+        assert!(xml.ends_with("<Hangup /></Response>"), "{xml}");
+    }
+
+    #[test]
+    fn refusals_are_spoken_then_hang_up() {
+        let xml = refuse("Calls to that country are not allowed.").to_xml();
+        assert!(
+            xml.ends_with("<Say>Calls to that country are not allowed.</Say><Hangup /></Response>"),
+            "{xml}"
+        );
     }
 }
