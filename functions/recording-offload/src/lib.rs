@@ -7,10 +7,13 @@
 //! EventBridge schedule of the sweep, and direct `{"migrate": {...}}`
 //! payloads for the backlog migration.
 
+pub mod backlog;
 pub mod config;
 pub mod playback;
+pub mod report;
 pub mod s3;
 pub mod status;
+pub mod sweep;
 pub mod worker;
 
 use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
@@ -88,6 +91,32 @@ impl EventKind {
     }
 }
 
+/// The offload worker from the function's environment (also what the
+/// `migrate-recordings` CLI runs, so it reads exactly the same settings).
+pub fn worker_from_env(
+    sdk: &aws_config::SdkConfig,
+    config: &CommonConfig,
+) -> Result<Worker, ConfigError> {
+    let offload = OffloadConfig::load(&ProcessEnv)?;
+    let table = Table::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        config.table_name.clone(),
+    );
+    let twilio = TwilioClient::new(ClientSettings::from_config(&config.twilio)).map_err(|e| {
+        ConfigError::Invalid {
+            name: "TWILIO_API_BASE_URL",
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(Worker::new(
+        table,
+        shared::config::s3_client(sdk, &ProcessEnv),
+        aws_sdk_sqs::Client::new(sdk),
+        twilio,
+        offload,
+    ))
+}
+
 /// Everything a handler needs, built once per cold start.
 pub struct App {
     pub config: CommonConfig,
@@ -99,26 +128,8 @@ pub struct App {
 impl App {
     pub async fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
         let config = CommonConfig::from_process(sdk).await?;
-        let offload = OffloadConfig::load(&ProcessEnv)?;
         let verifier = Verifier::with_default_client(AuthConfig::from_env(&ProcessEnv)?)?;
-        let table = Table::new(
-            aws_sdk_dynamodb::Client::new(sdk),
-            config.table_name.clone(),
-        );
-        let twilio =
-            TwilioClient::new(ClientSettings::from_config(&config.twilio)).map_err(|e| {
-                ConfigError::Invalid {
-                    name: "TWILIO_API_BASE_URL",
-                    reason: e.to_string(),
-                }
-            })?;
-        let worker = Worker::new(
-            table,
-            shared::config::s3_client(sdk, &ProcessEnv),
-            aws_sdk_sqs::Client::new(sdk),
-            twilio,
-            offload,
-        );
+        let worker = worker_from_env(sdk, &config)?;
         Ok(Self::new(config, worker, verifier))
     }
 
@@ -168,17 +179,38 @@ impl App {
         }
     }
 
-    /// The periodic sweep (issue 7, part 3): hook for
-    /// `recording_offload::sweep::run`. Until it exists the schedule fails
-    /// loudly rather than pretending to have swept.
+    /// The periodic sweep: recordings still at Twilio an hour after they
+    /// were made are enqueued (or their verified copy's delete retried).
     async fn scheduled(&self, _event: Value) -> Result<Value, InvokeError> {
-        Err(InvokeError::NotBuilt("the recording sweep"))
+        let report = sweep::run(&self.worker, sweep::GRACE, OffsetDateTime::now_utc())
+            .await
+            .map_err(|e| InvokeError::Failed(e.to_string()))?;
+        serde_json::to_value(report).map_err(|e| InvokeError::Failed(e.to_string()))
     }
 
-    /// The backlog migration invoked with `{"migrate": {...}}` (issue 7,
-    /// part 3): hook for `recording_offload::backlog`.
-    async fn migrate(&self, _payload: Value) -> Result<Value, InvokeError> {
-        Err(InvokeError::NotBuilt("the backlog migration"))
+    /// The backlog migration invoked with `{"migrate": {...}}`
+    /// ([`backlog::MigrationRequest`]); answers the report.
+    async fn migrate(&self, mut payload: Value) -> Result<Value, InvokeError> {
+        let request: backlog::MigrationRequest = serde_json::from_value(payload["migrate"].take())
+            .map_err(|e| InvokeError::Malformed {
+                kind: "migrate",
+                message: e.to_string(),
+            })?;
+        match backlog::migrate(&self.worker, &request).await {
+            Ok(report) => {
+                serde_json::to_value(report).map_err(|e| InvokeError::Failed(e.to_string()))
+            }
+            Err(backlog::MigrationError::Listing { report, error }) => {
+                Err(InvokeError::Failed(format!(
+                    "{error}; run again to resume. So far: {}",
+                    serde_json::to_string(&report).unwrap_or_default()
+                )))
+            }
+            Err(e) => Err(InvokeError::Malformed {
+                kind: "migrate",
+                message: e.to_string(),
+            }),
+        }
     }
 
     pub async fn handle(&self, req: Request) -> Response<Body> {

@@ -1,5 +1,6 @@
 //! Every end-to-end test, compiled as one binary.
 
+mod backlog;
 mod events;
 mod routes;
 mod signatures;
