@@ -732,7 +732,7 @@ pub enum JoinStart {
 
 enum JoinDecision {
     Claim { takeover: bool },
-    Found(JoinStart),
+    Found(Box<JoinStart>),
 }
 
 /// Claims a join, unless the supervisor is already in the call or joining.
@@ -751,10 +751,16 @@ pub async fn begin_join(
         |cur, at| {
             let takeover = match cur {
                 Some(c) if c.state == SessionState::Active => {
-                    return (None, JoinDecision::Found(JoinStart::Active(c.clone())));
+                    return (
+                        None,
+                        JoinDecision::Found(Box::new(JoinStart::Active(c.clone()))),
+                    );
                 }
                 Some(c) if c.state == SessionState::Joining && !c.claim_is_stale(now) => {
-                    return (None, JoinDecision::Found(JoinStart::Busy(c.clone())));
+                    return (
+                        None,
+                        JoinDecision::Found(Box::new(JoinStart::Busy(c.clone()))),
+                    );
                 }
                 Some(c) => c.state == SessionState::Joining,
                 None => false,
@@ -784,7 +790,7 @@ pub async fn begin_join(
     )
     .await?;
     match decision {
-        JoinDecision::Found(found) => Ok(found),
+        JoinDecision::Found(found) => Ok(*found),
         JoinDecision::Claim { takeover } => Ok(JoinStart::Claimed {
             session: session.ok_or_else(|| corrupt("claimed and not written"))?,
             takeover,
@@ -1054,7 +1060,7 @@ pub enum Followed {
     /// Applied with no change of mode (the echo of our own request, say).
     Noted,
     /// The participant's flags say another mode: the session follows, audited.
-    Switched(Session),
+    Switched(Box<Session>),
     /// These sessions ended.
     Ended(Vec<Session>),
 }
@@ -1154,7 +1160,7 @@ pub async fn follow_conference_event(
                 Some(c.mode),
                 Cause::ConferenceEvent,
             ),
-            Followed::Switched(next),
+            Followed::Switched(Box::new(next)),
         )
     })
     .await?;

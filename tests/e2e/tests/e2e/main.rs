@@ -4,5 +4,6 @@ mod backlog;
 mod events;
 mod routes;
 mod signatures;
+mod supervision;
 mod voice;
 mod voice_queue;
