@@ -283,3 +283,46 @@ async fn concurrent_claims_never_share_an_agent() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn an_agent_dialling_out_is_claimed_unless_busy_and_gets_their_presence_back() {
+    let t = fresh_table("test-agents-outbound").await;
+    let alice = User::new("alice");
+    agents::set_presence(&t, &alice.profile(), SettablePresence::Away, at(0))
+        .await
+        .expect("away");
+    let call = shared::ids::CallSid::parse(&format!("CA{:032x}", 7)).expect("sid");
+    let (agent, resume) = agents::claim_for_outbound(&t, &alice.identity, &call, at(1))
+        .await
+        .expect("claim")
+        .expect("an away agent may dial out");
+    assert_eq!(agent.presence, Presence::Busy);
+    assert_eq!(resume, SettablePresence::Away);
+    let other = shared::ids::CallSid::parse(&format!("CA{:032x}", 8)).expect("sid");
+    assert!(
+        agents::claim_for_outbound(&t, &alice.identity, &other, at(2))
+            .await
+            .expect("claim")
+            .is_none(),
+        "a busy agent cannot"
+    );
+    assert!(
+        agents::claim_longest_idle(&t, &other, at(2))
+            .await
+            .expect("claim")
+            .is_none(),
+        "and is not offered calls"
+    );
+    let released = agents::release(&t, &alice.identity, &call, resume, at(3))
+        .await
+        .expect("release");
+    assert!(matches!(released, Release::Released(c) if c.agent.presence == Presence::Away));
+    let stranger = shared::ids::ClientIdentity::parse("nobody_1").expect("id");
+    assert!(
+        agents::claim_for_outbound(&t, &stranger, &call, at(4))
+            .await
+            .expect("claim")
+            .is_none(),
+        "an unknown user is not an agent"
+    );
+}

@@ -381,3 +381,126 @@ async fn participant_flags_keep_the_newest_and_leave_presence_alone() {
     assert_eq!(parts[0].state, "joined", "flags do not touch presence");
     assert_eq!(parts[0].label.as_deref(), Some("supervisor"));
 }
+
+#[tokio::test]
+async fn a_waiting_call_goes_to_voicemail_once_and_ends_with_that_outcome() {
+    let t = table().await;
+    new_call(&t, 40, T0).await;
+    calls::enqueue(&t, &sid(40), "2026-11-23T10:00:00.000Z")
+        .await
+        .expect("enqueue")
+        .expect("queued");
+    let vm = calls::to_voicemail(&t, &sid(40))
+        .await
+        .expect("voicemail")
+        .expect("a queued call can go");
+    assert_eq!(vm.status, CallStatus::Voicemail);
+    assert!(
+        calls::oldest_waiting(&t, 10)
+            .await
+            .expect("queue")
+            .is_empty(),
+        "out of the queue"
+    );
+    assert!(
+        calls::to_voicemail(&t, &sid(40))
+            .await
+            .expect("again")
+            .is_none(),
+        "only once"
+    );
+    // An offer cannot take a call that went to voicemail.
+    assert!(
+        calls::offer_to_agent(&t, &sid(40), &agent("alice_1"))
+            .await
+            .expect("offer")
+            .is_none()
+    );
+    let done = calls::finish(&t, &sid(40), T0 + Duration::seconds(90), Duration::days(1))
+        .await
+        .expect("finish")
+        .expect("finished");
+    assert_eq!(done.outcome.as_deref(), Some("voicemail"));
+    assert_eq!(done.wait_seconds, Some(90));
+
+    // A ringing call stays with its agent.
+    new_call(&t, 41, T0).await;
+    calls::offer_to_agent(&t, &sid(41), &agent("alice_1"))
+        .await
+        .expect("offer")
+        .expect("offered");
+    assert!(
+        calls::to_voicemail(&t, &sid(41))
+            .await
+            .expect("voicemail")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn outbound_calls_start_as_their_agents_offer_and_keep_the_presence_to_resume() {
+    use shared::store::agents::SettablePresence;
+    use shared::store::calls::Direction;
+    let t = table().await;
+    let leg = sid(50);
+    let created = calls::create_outbound(
+        &t,
+        &leg,
+        &agent("alice_1"),
+        "+441632960000",
+        SettablePresence::Away,
+        T0,
+    )
+    .await
+    .expect("create");
+    let Created::New(call) = created else {
+        panic!("{created:?}")
+    };
+    assert_eq!(call.direction, Direction::Outbound);
+    assert_eq!(call.status, CallStatus::Ringing);
+    assert_eq!(call.agent_leg, Some(leg.clone()));
+    assert_eq!(call.resume_presence, SettablePresence::Away);
+    assert_eq!(call.from, "client:alice_1");
+    // Twilio's retry finds it.
+    assert!(matches!(
+        calls::create_outbound(
+            &t,
+            &leg,
+            &agent("alice_1"),
+            "+441632960000",
+            SettablePresence::Away,
+            T0
+        )
+        .await
+        .expect("again"),
+        Created::Existing(_)
+    ));
+    let joined = calls::agent_joined(&t, &leg, &leg, "CF00000000000000000000000000000001", T0)
+        .await
+        .expect("join")
+        .expect("in progress");
+    assert_eq!(joined.status, CallStatus::InProgress);
+    let done = calls::finish(&t, &leg, T0 + Duration::seconds(30), Duration::days(1))
+        .await
+        .expect("finish")
+        .expect("finished");
+    assert_eq!(done.outcome.as_deref(), Some("answered"));
+    assert_eq!(done.talk_seconds, Some(30));
+}
+
+#[tokio::test]
+async fn recordings_are_filed_under_their_call_once() {
+    use shared::ids::RecordingSid;
+    let t = table().await;
+    new_call(&t, 60, T0).await;
+    let r1 = RecordingSid::parse(&format!("RE{:032x}", 1)).expect("sid");
+    let r2 = RecordingSid::parse(&format!("RE{:032x}", 2)).expect("sid");
+    for r in [&r2, &r1, &r2] {
+        assert!(calls::add_recording(&t, &sid(60), r).await.expect("add"));
+    }
+    let call = calls::get(&t, &sid(60)).await.expect("get").expect("call");
+    assert_eq!(call.recording_sids, vec![r1.clone(), r2]);
+    // An unknown call gets nothing written.
+    assert!(!calls::add_recording(&t, &sid(61), &r1).await.expect("add"));
+    assert!(calls::get(&t, &sid(61)).await.expect("get").is_none());
+}

@@ -274,6 +274,7 @@ mod tests {
             talk_seconds: None,
             direction: Direction::Inbound,
             resume_presence: SettablePresence::Available,
+            recording_sids: Vec::new(),
         };
         let agent = ClientIdentity::parse("alice_1").expect("identity");
         let p = agent_participant(&voice(), &base(), &call, &agent, "+15559870000");

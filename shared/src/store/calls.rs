@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 
 use super::agents::SettablePresence;
 use super::{StoreError, Table, is_conditional_failure, keys, timestamp};
-use crate::ids::{CallSid, ClientIdentity};
+use crate::ids::{CallSid, ClientIdentity, RecordingSid};
 
 use keys::{LIVE_CALLS, QUEUE_WAITING, call_pk, event_sk, part_sk};
 
@@ -147,6 +147,9 @@ pub struct Call {
     /// Outbound calls: the presence the agent gets back when the call ends
     /// (inbound calls always free their agent as available).
     pub resume_presence: SettablePresence,
+    /// The call's recordings (conference and voicemail), as their status
+    /// callbacks arrive; the media itself is tracked by the offload jobs.
+    pub recording_sids: Vec<RecordingSid>,
 }
 
 fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Call, StoreError> {
@@ -194,6 +197,21 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Call, StoreError>
         resume_presence: match opt("resumePresence").as_deref() {
             Some("away") => SettablePresence::Away,
             _ => SettablePresence::Available,
+        },
+        recording_sids: {
+            let mut sids = item
+                .get("recordingSids")
+                .and_then(|v| v.as_ss().ok())
+                .map(|v| {
+                    v.iter()
+                        .map(|r| RecordingSid::parse(r))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()
+                .map_err(corrupt)?
+                .unwrap_or_default();
+            sids.sort();
+            sids
         },
     })
 }
@@ -593,6 +611,31 @@ pub async fn finish_as(
     Err(StoreError::Contention(format!("call {call_id}")))
 }
 
+/// Files a recording under its call (a set: a duplicated callback adds
+/// nothing). `false` when the call is unknown; nothing is then written.
+pub async fn add_recording(
+    table: &Table,
+    call_id: &CallSid,
+    recording: &RecordingSid,
+) -> Result<bool, StoreError> {
+    let result = table
+        .client()
+        .update_item()
+        .table_name(table.name())
+        .set_key(Some(call_key(call_id)))
+        .update_expression("ADD recordingSids :r")
+        .condition_expression("attribute_exists(#pk)")
+        .expression_attribute_names("#pk", keys::PK)
+        .expression_attribute_values(":r", AttributeValue::Ss(vec![recording.to_string()]))
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if is_conditional_failure(&e) => Ok(false),
+        Err(e) => Err(StoreError::sdk(e)),
+    }
+}
+
 /// The oldest waiting calls, first in first out. The index is eventually
 /// consistent: a conditional [`offer_to_agent`] decides who really gets a call.
 pub async fn oldest_waiting(table: &Table, limit: i32) -> Result<Vec<Call>, StoreError> {
@@ -866,7 +909,11 @@ impl LiveCursor {
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(v)
             .map_err(|_| InvalidCursor)?;
-        let sort = String::from_utf8(bytes).map_err(|_| InvalidCursor)?;
+        Self::from_sort(String::from_utf8(bytes).map_err(|_| InvalidCursor)?)
+    }
+
+    /// From a live call's `gsi2` sort key, `<createdAt>#<callId>`.
+    fn from_sort(sort: String) -> Result<Self, InvalidCursor> {
         let (created, id) = sort.rsplit_once('#').ok_or(InvalidCursor)?;
         let call_id = CallSid::parse(id).map_err(|_| InvalidCursor)?;
         let fmt = time::format_description::well_known::Rfc3339;
@@ -917,16 +964,10 @@ pub async fn live_page(
         .collect::<Result<Vec<_>, _>>()?;
     let next = out
         .last_evaluated_key
-        .and_then(|k| {
-            let sort = k.get(keys::GSI2SK)?.as_s().ok()?.clone();
-            let id = k.get(keys::PK)?.as_s().ok()?.strip_prefix("CALL#")?.to_owned();
-            Some((sort, id))
-        })
-        .map(|(sort, id)| {
-            Ok::<_, StoreError>(LiveCursor {
-                sort,
-                call_id: CallSid::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            })
+        .and_then(|k| k.get(keys::GSI2SK)?.as_s().ok().cloned())
+        .map(|sort| {
+            LiveCursor::from_sort(sort)
+                .map_err(|_| StoreError::Corrupt("a live call's gsi2 sort key".into()))
         })
         .transpose()?;
     Ok((calls, next))
