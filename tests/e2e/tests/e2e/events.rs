@@ -5,6 +5,9 @@
 //! `http://127.0.0.1:3000` (see events/README.md). This file both writes them
 //! (`UPDATE_EVENTS=1 make test`) and proves them: each is current, and each runs
 //! through its real function binary via the Lambda Runtime API.
+//!
+//! `events/<function>/sources/` holds the other event sources of a function
+//! (SQS batches, the schedule), in the shapes AWS delivers them.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -286,11 +289,71 @@ fn events_dir() -> PathBuf {
     workspace().join("events")
 }
 
+/// The non-HTTP events: (file, function, event).
+fn source_specs() -> Vec<(&'static str, &'static str, Value)> {
+    let sqs = |queue: &str, body: Value| {
+        json!({"Records": [{
+            "messageId": "1e0c7bd2-5a1b-4c2e-9f4d-2b7e0a6c9d31",
+            "receiptHandle": "AQEB-example-receipt-handle",
+            "body": body.to_string(),
+            "attributes": {
+                "ApproximateReceiveCount": "1",
+                "SentTimestamp": "1795000000000",
+                "SenderId": "AIDAEXAMPLE",
+                "ApproximateFirstReceiveTimestamp": "1795000000001"
+            },
+            "messageAttributes": {},
+            "md5OfBody": "",
+            "eventSource": "aws:sqs",
+            "eventSourceARN": format!("arn:aws:sqs:us-east-1:000000000000:{queue}"),
+            "awsRegion": "us-east-1"
+        }]})
+    };
+    let schedule = |rule: &str| {
+        json!({
+            "version": "0",
+            "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": "000000000000",
+            "time": "2026-11-24T10:00:00Z",
+            "region": "us-east-1",
+            "resources": [format!("arn:aws:events:us-east-1:000000000000:rule/{rule}")],
+            "detail": {}
+        })
+    };
+    vec![
+        (
+            "voice/sources/agent-available.json",
+            "VoiceFunction",
+            sqs(
+                "RoutingQueue",
+                json!({"kind": "agentAvailable", "agent": "alice_0123456789abcdef0123456789abcdef"}),
+            ),
+        ),
+        (
+            "voice/sources/queue-timeout.json",
+            "VoiceFunction",
+            sqs(
+                "RoutingQueue",
+                json!({"kind": "queueTimeout", "callId": CALL_SID}),
+            ),
+        ),
+        (
+            "voice/sources/tick.json",
+            "VoiceFunction",
+            schedule("QueueTick"),
+        ),
+    ]
+}
+
 fn event_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).expect("events/ exists") {
         let path = entry.expect("dir entry").path();
-        if path.is_dir() {
+        if path.is_dir() && path.ends_with("sources") {
+            continue;
+        } else if path.is_dir() {
             out.extend(event_files(&path));
         } else if path.extension().is_some_and(|e| e == "json") && !path.ends_with("env.json") {
             out.push(path);
@@ -304,17 +367,20 @@ fn event_files(dir: &Path) -> Vec<PathBuf> {
 fn events_on_disk_are_current() {
     let update = std::env::var("UPDATE_EVENTS").is_ok();
     let mut stale = Vec::new();
-    for spec in specs() {
-        let path = events_dir().join(spec.file);
-        let want = format!(
-            "{}\n",
-            serde_json::to_string_pretty(&build_event(&spec)).expect("JSON")
-        );
+    let http = specs()
+        .into_iter()
+        .map(|spec| (spec.file, build_event(&spec)));
+    let sources = source_specs()
+        .into_iter()
+        .map(|(file, _, event)| (file, event));
+    for (file, event) in http.chain(sources) {
+        let path = events_dir().join(file);
+        let want = format!("{}\n", serde_json::to_string_pretty(&event).expect("JSON"));
         if update {
             std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
             std::fs::write(&path, &want).expect("write event");
         } else if std::fs::read_to_string(&path).ok().as_deref() != Some(want.as_str()) {
-            stale.push(spec.file);
+            stale.push(file);
         }
     }
     assert!(
@@ -390,6 +456,35 @@ async fn every_event_runs_through_its_real_function() {
                 "{}: a placeholder bearer token must not pass (got {status})",
                 path.display()
             );
+        }
+    }
+}
+
+/// Each SQS and schedule event is told apart as its source by the functions'
+/// dispatcher, and its real function binary handles it without an error.
+#[tokio::test]
+async fn every_source_event_runs_through_its_real_function() {
+    let stack = Stack::start_with("events-sources", Some(EVENTS_BASE_URL)).await;
+    for (file, function, _) in source_specs() {
+        let path = events_dir().join(file);
+        let text = std::fs::read_to_string(&path).expect("read");
+        let event: Value = serde_json::from_str(&text).expect("JSON");
+        let kind = shared::lambda::Event::classify(event).expect("classify");
+        assert!(
+            matches!(
+                kind,
+                shared::lambda::Event::Sqs(_) | shared::lambda::Event::Schedule { .. }
+            ),
+            "{file}: {kind:?}"
+        );
+        let runtime = stack.gateway.runtime(function).expect("function served");
+        let response = runtime
+            .invoke(text.into_bytes().into(), None)
+            .await
+            .unwrap_or_else(|e| panic!("{file}: invocation failed: {e:?}"));
+        let v: Value = serde_json::from_slice(&response).unwrap_or(Value::Null);
+        if let Some(failures) = v.get("batchItemFailures") {
+            assert_eq!(failures, &json!([]), "{file}: {v}");
         }
     }
 }
