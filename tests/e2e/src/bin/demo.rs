@@ -198,9 +198,49 @@ async fn main() -> ExitCode {
         tl.fail("alice was not connected to the customer");
     }
 
-    for mode in ["monitor", "whisper", "barge"] {
+    let agent_leg = stack
+        .sim
+        .conference(&conference_name(&call))
+        .and_then(|c| {
+            c.participants
+                .into_iter()
+                .find(|p| p.label.as_deref() == Some("agent"))
+        })
+        .map(|p| p.call_sid);
+    tl.step("sam opens the live calls view");
+    let listed = async {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (status, page) = api(&stack, reqwest::Method::GET, "/calls/live", &sam, None).await;
+            let entry = page["calls"].as_array().and_then(|calls| {
+                calls
+                    .iter()
+                    .find(|c| c["call_id"] == call.as_str() && c["agent_joined"] == true)
+                    .cloned()
+            });
+            if let Some(e) = entry {
+                return Ok(e);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("GET /calls/live answered {status}: {page}"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    match listed.await {
+        Ok(e) => tl.ok(&format!(
+            "live: {} from {}, agent {}, waited {} s",
+            e["call_id"].as_str().unwrap_or("?"),
+            e["customer"].as_str().unwrap_or("?"),
+            e["agent"].as_str().unwrap_or("?"),
+            e["wait_seconds"]
+        )),
+        Err(e) => tl.fail(&e),
+    }
+    let mut sam_leg: Option<CallSid> = None;
+    for mode in ["monitor", "whisper", "barge", "monitor"] {
         tl.step(&format!("supervisor sam chooses {mode}"));
-        let (method, verb) = if mode == "monitor" {
+        let (method, verb) = if sam_leg.is_none() {
             (reqwest::Method::POST, "joins")
         } else {
             (reqwest::Method::PATCH, "switches")
@@ -214,10 +254,36 @@ async fn main() -> ExitCode {
         )
         .await;
         match status {
-            200 | 201 => tl.ok(&format!("sam {verb} in {mode} mode")),
-            501 => tl.not_built(&format!(
-                "supervise-call answers 501 for {mode} (issue 6: monitor / whisper / barge)"
-            )),
+            200 | 201 => {
+                tl.ok(&format!("sam {verb} in {mode} mode"));
+                let leg = body["participant_call_sid"]
+                    .as_str()
+                    .and_then(|s| CallSid::parse(s).ok());
+                if sam_leg.is_none()
+                    && let Some(leg) = &leg
+                {
+                    let connected = stack
+                        .sim
+                        .wait_for("sam's softphone to answer", WAIT, |sim| {
+                            sim.call(leg).is_some_and(|c| c.status == "in-progress")
+                        })
+                        .await;
+                    if connected.is_err() {
+                        tl.fail("sam's softphone never connected");
+                    }
+                }
+                sam_leg = sam_leg.or(leg);
+                if let (Some(s), Some(a)) = (&sam_leg, &agent_leg) {
+                    let names = [
+                        (call.clone(), "customer"),
+                        (a.clone(), "alice"),
+                        (s.clone(), "sam"),
+                    ];
+                    for who in [&call, a, s] {
+                        tl.info(&who_hears(&stack.sim, who, &names));
+                    }
+                }
+            }
             other => tl.fail(&format!("supervision answered {other}: {body}")),
         }
     }
@@ -231,8 +297,7 @@ async fn main() -> ExitCode {
     )
     .await;
     match status {
-        200 | 204 => tl.ok("sam left without disturbing the call"),
-        501 => tl.not_built("supervise-call answers 501 (issue 6)"),
+        204 => tl.ok("sam left without disturbing the call"),
         other => tl.fail(&format!("leaving answered {other}: {body}")),
     }
 
@@ -316,6 +381,45 @@ async fn main() -> ExitCode {
                 )),
             }
         }
+    }
+
+    println!("\nThe supervision audit trail of the call (DynamoDB), in order:");
+    let table = shared::store::Table::new(
+        stack.endpoints.dynamodb_client(),
+        stack.resources.table_name.clone(),
+    );
+    match shared::store::supervision::audit_of_call(&table, &call).await {
+        Ok(trail) if trail.is_empty() => tl.fail("no supervision steps were audited"),
+        Ok(trail) => {
+            for e in &trail {
+                println!(
+                    "  {}  {:<24} {:<6} {:<8} {:<16} agent {}",
+                    e.at,
+                    e.supervisor,
+                    e.action.as_str(),
+                    e.mode.as_str(),
+                    e.cause.as_str(),
+                    e.agent.as_ref().map_or("-", |a| a.as_str())
+                );
+            }
+            let steps: Vec<_> = trail
+                .iter()
+                .map(|e| format!("{} {}", e.action.as_str(), e.mode.as_str()))
+                .collect();
+            let expected = [
+                "join monitor",
+                "switch whisper",
+                "switch barge",
+                "switch monitor",
+                "leave monitor",
+            ];
+            if steps != expected {
+                tl.fail(&format!(
+                    "the audit trail is {steps:?}, expected {expected:?}"
+                ));
+            }
+        }
+        Err(e) => tl.fail(&format!("reading the audit trail failed: {e}")),
     }
 
     println!("\nWhat Twilio sent us, in order:");
