@@ -480,12 +480,25 @@ async fn outbound_calls_start_as_their_agents_offer_and_keep_the_presence_to_res
         .expect("join")
         .expect("in progress");
     assert_eq!(joined.status, CallStatus::InProgress);
-    let done = calls::finish(&t, &leg, T0 + Duration::seconds(30), Duration::days(1))
+    calls::customer_joined(&t, &leg, T0 + Duration::seconds(10))
+        .await
+        .expect("customer joins")
+        .expect("an outbound call");
+    let done = calls::finish(&t, &leg, T0 + Duration::seconds(40), Duration::days(1))
         .await
         .expect("finish")
         .expect("finished");
     assert_eq!(done.outcome.as_deref(), Some("answered"));
-    assert_eq!(done.talk_seconds, Some(30));
+    assert_eq!(done.wait_seconds, Some(10), "ringing the customer");
+    assert_eq!(done.talk_seconds, Some(30), "from the customer's answer");
+    // Inbound calls have no customer to wait for.
+    new_call(&t, 51, T0).await;
+    assert!(
+        calls::customer_joined(&t, &sid(51), T0)
+            .await
+            .expect("update")
+            .is_none()
+    );
 }
 
 #[tokio::test]

@@ -687,6 +687,9 @@ impl App {
                     }
                 } else if label == Some(CUSTOMER_LABEL) && *leg == call_id {
                     self.customer_joined(&call_id, now).await?;
+                } else if label == Some(CUSTOMER_LABEL) {
+                    // The customer of an outbound call answered.
+                    calls::customer_joined(&self.table, &call_id, now).await?;
                 }
             }
             ("participant-leave", Some(leg)) => {

@@ -275,6 +275,7 @@ mod tests {
             direction: Direction::Inbound,
             resume_presence: SettablePresence::Available,
             recording_sids: Vec::new(),
+            customer_joined_at: None,
         };
         let agent = ClientIdentity::parse("alice_1").expect("identity");
         let p = agent_participant(&voice(), &base(), &call, &agent, "+15559870000");

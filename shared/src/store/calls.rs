@@ -89,6 +89,8 @@ pub enum Outcome {
     Answered,
     /// The caller left before any agent joined.
     Abandoned,
+    /// Outbound: the customer never answered.
+    NotAnswered,
     /// No agent within the maximum wait: the caller was offered voicemail.
     Voicemail,
 }
@@ -98,6 +100,7 @@ impl Outcome {
         match self {
             Self::Answered => "answered",
             Self::Abandoned => "abandoned",
+            Self::NotAnswered => "not-answered",
             Self::Voicemail => "voicemail",
         }
     }
@@ -150,6 +153,8 @@ pub struct Call {
     /// The call's recordings (conference and voicemail), as their status
     /// callbacks arrive; the media itself is tracked by the offload jobs.
     pub recording_sids: Vec<RecordingSid>,
+    /// Outbound: when the customer answered.
+    pub customer_joined_at: Option<String>,
 }
 
 fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Call, StoreError> {
@@ -198,6 +203,7 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Call, StoreError>
             Some("away") => SettablePresence::Away,
             _ => SettablePresence::Available,
         },
+        customer_joined_at: opt("customerJoinedAt"),
         recording_sids: {
             let mut sids = item
                 .get("recordingSids")
@@ -522,6 +528,27 @@ pub async fn agent_joined(
     .await
 }
 
+/// The customer of an outbound call answered and joined the conference.
+pub async fn customer_joined(
+    table: &Table,
+    call_id: &CallSid,
+    now: OffsetDateTime,
+) -> Result<Option<Call>, StoreError> {
+    update_call(
+        table,
+        call_id,
+        "SET customerJoinedAt = if_not_exists(customerJoinedAt, :now)",
+        "direction = :outbound AND #status <> :completed",
+        &[("#status", "status")],
+        vec![
+            (":now", s(timestamp(now))),
+            (":outbound", s(Direction::Outbound.as_str())),
+            (":completed", s(CallStatus::Completed.as_str())),
+        ],
+    )
+    .await
+}
+
 fn seconds_between(a: &str, b: &str) -> Option<i64> {
     let fmt = time::format_description::well_known::Rfc3339;
     let a = OffsetDateTime::parse(a, &fmt).ok()?;
@@ -559,8 +586,20 @@ pub async fn finish_as(
             return Ok(None);
         }
         let ended_at = timestamp(now);
+        // The conversation starts when the agent joins an inbound call, and
+        // when the customer answers an outbound one.
+        let talk_from = match call.direction {
+            Direction::Inbound => call.agent_joined_at.as_deref(),
+            Direction::Outbound => call.customer_joined_at.as_deref(),
+        };
         let outcome = if let Some(known) = known {
             known
+        } else if call.direction == Direction::Outbound {
+            if talk_from.is_some() {
+                Outcome::Answered
+            } else {
+                Outcome::NotAnswered
+            }
         } else if call.agent_joined_at.is_some() {
             Outcome::Answered
         } else if call.status == CallStatus::Voicemail {
@@ -568,11 +607,9 @@ pub async fn finish_as(
         } else {
             Outcome::Abandoned
         };
-        let wait_until = call.agent_joined_at.as_deref().unwrap_or(&ended_at);
+        let wait_until = talk_from.unwrap_or(&ended_at);
         let wait = seconds_between(&call.created_at, wait_until).unwrap_or(0);
-        let talk = call
-            .agent_joined_at
-            .as_deref()
+        let talk = talk_from
             .and_then(|j| seconds_between(j, &ended_at))
             .unwrap_or(0);
         let expires = (now + retention).unix_timestamp();

@@ -434,3 +434,40 @@ async fn outbound_calls_are_refused_to_non_agents_bad_numbers_and_other_countrie
     );
     assert_spec_clean(&stack);
 }
+
+#[tokio::test]
+async fn an_outbound_call_nobody_answers_tells_the_agent_and_frees_them() {
+    const CUSTOMER: &str = "+15551230060";
+    let stack = Stack::start_with_env("voice-outbound-busy", &[("CALLER_ID", NUMBER.into())]).await;
+    let (token, alice) = sign_in(&stack, "alice.busy@example.com").await;
+    set_presence(&stack, &token, "away").await;
+    stack
+        .sim
+        .set_leg_behavior(CUSTOMER, twilio_sim::LegBehavior::Busy);
+    let leg = stack
+        .sim
+        .place_call_to_url(
+            &format!("client:{alice}"),
+            CUSTOMER,
+            &stack.url("/twilio/voice/outbound"),
+        )
+        .await
+        .expect("alice dials");
+    let done = wait_call(&stack, &leg, "completed", |c| {
+        c.status == CallStatus::Completed
+    })
+    .await;
+    assert_eq!(done.outcome.as_deref(), Some("not-answered"));
+    assert_eq!(done.talk_seconds, Some(0));
+    stack
+        .sim
+        .wait_for("alice told why", WAIT, |s| {
+            s.call(&leg)
+                .is_some_and(|c| c.heard.iter().any(|h| h.contains("The line is busy.")))
+        })
+        .await
+        .expect("the agent hears why the call ended");
+    // She was away before dialling, so she is away again.
+    wait_agent(&stack, &alice, Presence::Away).await;
+    assert_spec_clean(&stack);
+}
