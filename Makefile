@@ -3,7 +3,7 @@
 #   make dev     run the whole system locally (emulators + Twilio simulator + gateway on 127.0.0.1:3000)
 #   make down    stop the local emulators (and the simulator) started by `make dev`
 #   make demo    one scripted call through the whole local system, told as a timeline
-#   make bench   benchmarks (print figures): inbound webhook latency through the local gateway
+#   make bench   benchmarks (print figures): inbound webhook latency; recording offload throughput and peak memory
 #   make test    every check: lint (fmt, clippy, cfn-lint, sam validate) + all tests against fresh emulators
 #   make lint    only the lint checks (+ a SAM-transform cycle check of template.yaml)
 #   make build   sam build (arm64 via cargo-lambda + zig)
@@ -41,7 +41,7 @@ demo: install-tools
 	@scripts/with-stack.sh demo target/debug/demo
 
 bench: install-tools
-	@scripts/with-stack.sh bench cargo bench --profile dev -p e2e --bench inbound_latency
+	@scripts/with-stack.sh bench sh -c 'cargo bench --profile dev -p e2e --bench inbound_latency && cargo bench --profile dev -p recording-offload --bench offload'
 
 down:
 	@if [ -x $(CC_LOCAL) ]; then $(CC_LOCAL) down; else echo "nothing to stop ($(CC_LOCAL) not built)"; fi
