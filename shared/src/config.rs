@@ -93,6 +93,70 @@ where
     }
 }
 
+/// [`parse_or`], refusing values outside `range` (with why, e.g. "Twilio's
+/// Timeout range").
+pub fn parse_in_range<T>(
+    env: &dyn Env,
+    name: &'static str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+    why: &str,
+) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + std::fmt::Display,
+    T::Err: std::fmt::Display,
+{
+    let v = parse_or(env, name, default)?;
+    if range.contains(&v) {
+        return Ok(v);
+    }
+    let bounds = format!("{}..={}", range.start(), range.end());
+    Err(ConfigError::Invalid {
+        name,
+        reason: if why.is_empty() {
+            format!("{v} is outside {bounds}")
+        } else {
+            format!("{v} is outside {bounds} ({why})")
+        },
+    })
+}
+
+/// An optional E.164 number (a caller ID); unset or empty is `None`.
+pub fn optional_e164(env: &dyn Env, name: &'static str) -> Result<Option<String>, ConfigError> {
+    match env.get(name).filter(|v| !v.trim().is_empty()) {
+        None => Ok(None),
+        Some(v) => crate::ids::E164::parse(v.trim())
+            .map(|n| Some(n.to_string()))
+            .map_err(|e| ConfigError::Invalid {
+                name,
+                reason: e.to_string(),
+            }),
+    }
+}
+
+/// Settings every function that writes call records or dials legs shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallSettings {
+    /// `CALL_RETENTION_DAYS` (1..=3650, default 400): finished calls and
+    /// everything filed under them expire (TTL) this long after the call.
+    pub retention_days: u32,
+    /// `CALLER_ID` (E.164, optional): the `From` of the legs we dial.
+    pub caller_id: Option<String>,
+}
+
+impl CallSettings {
+    pub fn load(env: &dyn Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            retention_days: parse_in_range(env, "CALL_RETENTION_DAYS", 400, 1..=3650, "")?,
+            caller_id: optional_e164(env, "CALLER_ID")?,
+        })
+    }
+
+    pub fn retention(&self) -> time::Duration {
+        time::Duration::days(i64::from(self.retention_days))
+    }
+}
+
 /// The public URL Twilio reaches this deployment on, without a trailing slash,
 /// e.g. `https://abc123.execute-api.us-east-1.amazonaws.com` or
 /// `https://cc.example.com/prod`. Webhook signatures are checked against it,
@@ -328,6 +392,26 @@ impl CommonConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn call_settings_defaults_and_bounds() {
+        let env = |pairs: &[(&str, &str)]| -> std::collections::HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let c = CallSettings::load(&env(&[])).expect("defaults");
+        assert_eq!((c.retention_days, c.caller_id), (400, None));
+        let c = CallSettings::load(&env(&[("CALLER_ID", "")])).expect("empty caller id");
+        assert_eq!(c.caller_id, None);
+        assert!(CallSettings::load(&env(&[("CALL_RETENTION_DAYS", "0")])).is_err());
+        assert!(CallSettings::load(&env(&[("CALL_RETENTION_DAYS", "x")])).is_err());
+        assert!(CallSettings::load(&env(&[("CALLER_ID", "sam")])).is_err());
+        let c = CallSettings::load(&env(&[("CALLER_ID", "+15559870000")])).expect("E.164");
+        assert_eq!(c.caller_id.as_deref(), Some("+15559870000"));
+        assert_eq!(c.retention(), time::Duration::days(400));
+    }
 
     const BASE: [(&str, &str); 6] = [
         ("TABLE_NAME", "cc-state"),

@@ -1,6 +1,6 @@
 //! The voice function's own settings, from the environment, with defaults.
 
-use shared::config::{ConfigError, Env, parse_or};
+use shared::config::{CallSettings, ConfigError, Env, parse_in_range};
 
 /// Twilio's public hold music (the same default Twilio's own conference uses).
 pub const DEFAULT_HOLD_MUSIC_URL: &str =
@@ -13,18 +13,16 @@ pub struct VoiceConfig {
     /// `AGENT_RING_TIMEOUT_SECONDS` (5..=600, default 20): how long an agent's
     /// leg rings before Twilio reports `no-answer`.
     pub ring_timeout_seconds: u32,
-    /// `CALL_RETENTION_DAYS` (1..=3650, default 400): finished call records,
-    /// participants and events expire (TTL) this long after the call.
-    pub retention_days: u32,
+    /// `CALL_RETENTION_DAYS` and `CALLER_ID` (the `From` of agent legs, unset:
+    /// the number the customer called; and of outbound calls, unset: agents
+    /// cannot dial out).
+    pub calls: CallSettings,
     /// `GREETING_TEXT`: said to the caller first; `none` says nothing.
     pub greeting: Option<String>,
     /// `GREETING_LANGUAGE` (optional, e.g. `en-US`).
     pub greeting_language: Option<String>,
     /// `HOLD_MUSIC_URL`: played in a loop while the caller waits.
     pub hold_music_url: String,
-    /// `CALLER_ID`: the `From` of agent legs (unset: the number the customer
-    /// called) and of outbound calls (unset: agents cannot dial out).
-    pub caller_id: Option<String>,
     /// `MAX_QUEUE_WAIT_SECONDS` (0..=86400, default 300; 0 = never): how long a
     /// caller waits for an agent before being offered voicemail.
     pub max_queue_wait_seconds: u32,
@@ -48,22 +46,14 @@ pub const DEFAULT_VOICEMAIL_PROMPT: &str =
 
 impl VoiceConfig {
     pub fn load(env: &dyn Env) -> Result<Self, ConfigError> {
-        let ring_timeout_seconds: u32 = parse_or(env, "AGENT_RING_TIMEOUT_SECONDS", 20)?;
-        if !(5..=600).contains(&ring_timeout_seconds) {
-            return Err(ConfigError::Invalid {
-                name: "AGENT_RING_TIMEOUT_SECONDS",
-                reason: format!(
-                    "{ring_timeout_seconds} is outside 5..=600 (Twilio's Timeout range)"
-                ),
-            });
-        }
-        let retention_days: u32 = parse_or(env, "CALL_RETENTION_DAYS", 400)?;
-        if !(1..=3650).contains(&retention_days) {
-            return Err(ConfigError::Invalid {
-                name: "CALL_RETENTION_DAYS",
-                reason: format!("{retention_days} is outside 1..=3650"),
-            });
-        }
+        let ring_timeout_seconds = parse_in_range(
+            env,
+            "AGENT_RING_TIMEOUT_SECONDS",
+            20,
+            5..=600,
+            "Twilio's Timeout range",
+        )?;
+        let calls = CallSettings::load(env)?;
         let greeting = match env.get("GREETING_TEXT") {
             None => Some(DEFAULT_GREETING.to_owned()),
             Some(g) if g.trim().eq_ignore_ascii_case("none") => None,
@@ -82,32 +72,27 @@ impl VoiceConfig {
                 reason: "must be an http or https URL".into(),
             });
         }
-        let max_queue_wait_seconds: u32 = parse_or(env, "MAX_QUEUE_WAIT_SECONDS", 300)?;
-        if max_queue_wait_seconds > 86_400 {
-            return Err(ConfigError::Invalid {
-                name: "MAX_QUEUE_WAIT_SECONDS",
-                reason: format!("{max_queue_wait_seconds} is more than a day"),
-            });
-        }
-        let outbound_ring_timeout_seconds: u32 =
-            parse_or(env, "OUTBOUND_RING_TIMEOUT_SECONDS", 45)?;
-        if !(5..=600).contains(&outbound_ring_timeout_seconds) {
-            return Err(ConfigError::Invalid {
-                name: "OUTBOUND_RING_TIMEOUT_SECONDS",
-                reason: format!(
-                    "{outbound_ring_timeout_seconds} is outside 5..=600 (Twilio's Timeout range)"
-                ),
-            });
-        }
-        let voicemail_max_seconds: u32 = parse_or(env, "VOICEMAIL_MAX_SECONDS", 120)?;
-        if !(5..=14_400).contains(&voicemail_max_seconds) {
-            return Err(ConfigError::Invalid {
-                name: "VOICEMAIL_MAX_SECONDS",
-                reason: format!(
-                    "{voicemail_max_seconds} is outside 5..=14400 (Twilio's maxLength range)"
-                ),
-            });
-        }
+        let max_queue_wait_seconds = parse_in_range(
+            env,
+            "MAX_QUEUE_WAIT_SECONDS",
+            300,
+            0..=86_400,
+            "at most a day",
+        )?;
+        let outbound_ring_timeout_seconds = parse_in_range(
+            env,
+            "OUTBOUND_RING_TIMEOUT_SECONDS",
+            45,
+            5..=600,
+            "Twilio's Timeout range",
+        )?;
+        let voicemail_max_seconds = parse_in_range(
+            env,
+            "VOICEMAIL_MAX_SECONDS",
+            120,
+            5..=14_400,
+            "Twilio's maxLength range",
+        )?;
         let outbound_country_codes = match env.get("OUTBOUND_COUNTRY_CODES") {
             None => None,
             Some(v) if v.trim().is_empty() => None,
@@ -127,20 +112,12 @@ impl VoiceConfig {
                 Some(codes)
             }
         };
-        let caller_id = env.get("CALLER_ID").filter(|c| !c.trim().is_empty());
-        if let Some(c) = &caller_id {
-            shared::ids::E164::parse(c).map_err(|e| ConfigError::Invalid {
-                name: "CALLER_ID",
-                reason: e.to_string(),
-            })?;
-        }
         Ok(Self {
             ring_timeout_seconds,
-            retention_days,
+            calls,
             greeting,
             greeting_language: env.get("GREETING_LANGUAGE"),
             hold_music_url,
-            caller_id,
             max_queue_wait_seconds,
             outbound_ring_timeout_seconds,
             voicemail_prompt: env
@@ -156,7 +133,7 @@ impl VoiceConfig {
     }
 
     pub fn retention(&self) -> time::Duration {
-        time::Duration::days(i64::from(self.retention_days))
+        self.calls.retention()
     }
 }
 
@@ -168,10 +145,10 @@ mod tests {
     fn defaults() {
         let c = VoiceConfig::load(&[("UNRELATED", "x")]).expect("defaults load");
         assert_eq!(c.ring_timeout_seconds, 20);
-        assert_eq!(c.retention_days, 400);
+        assert_eq!(c.calls.retention_days, 400);
         assert_eq!(c.greeting.as_deref(), Some(DEFAULT_GREETING));
         assert_eq!(c.hold_music_url, DEFAULT_HOLD_MUSIC_URL);
-        assert_eq!(c.caller_id, None);
+        assert_eq!(c.calls.caller_id, None);
         assert_eq!(c.max_queue_wait_seconds, 300);
         assert_eq!(c.outbound_country_codes, None);
     }
@@ -208,7 +185,7 @@ mod tests {
         assert_eq!(c.ring_timeout_seconds, 30);
         assert_eq!(c.retention(), time::Duration::days(7));
         assert_eq!(c.greeting, None);
-        assert_eq!(c.caller_id.as_deref(), Some("+15550001111"));
+        assert_eq!(c.calls.caller_id.as_deref(), Some("+15550001111"));
         assert!(VoiceConfig::load(&[("AGENT_RING_TIMEOUT_SECONDS", "2")]).is_err());
         assert!(VoiceConfig::load(&[("AGENT_RING_TIMEOUT_SECONDS", "x")]).is_err());
         assert!(VoiceConfig::load(&[("CALL_RETENTION_DAYS", "0")]).is_err());

@@ -189,7 +189,7 @@ impl App {
             }
             return refuse("This call is already in progress.");
         }
-        if self.voice.caller_id.is_none() {
+        if self.voice.calls.caller_id.is_none() {
             return refuse("Outbound calling is not set up.");
         }
         let Ok(number) = E164::parse(to) else {
@@ -231,7 +231,7 @@ impl App {
     /// The agent of an outbound call is in its conference: dial the customer
     /// in. If Twilio refuses, the agent is told and the call ends.
     async fn dial_outbound_customer(&self, call: &Call) -> Result<(), ApiError> {
-        let Some(caller_id) = &self.voice.caller_id else {
+        let Some(caller_id) = &self.voice.calls.caller_id else {
             return Ok(());
         };
         let params =
@@ -538,6 +538,7 @@ impl App {
         };
         let caller_id = self
             .voice
+            .calls
             .caller_id
             .clone()
             .unwrap_or_else(|| offered.to.clone());
