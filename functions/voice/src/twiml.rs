@@ -36,24 +36,30 @@ pub fn customer(voice: &VoiceConfig, base: &PublicBaseUrl, call_id: &CallSid) ->
         response = response.say(say);
     }
     response.dial(Dial::conference(
-        Conference::new(conference_name(call_id))
-            .beep(false)
-            // Hanging up ends the call for everyone: the agent is freed.
-            .end_conference_on_exit(true)
-            .participant_label(CUSTOMER_LABEL)
-            .record(ConferenceRecord::RecordFromStart)
-            .recording_status_callback(
-                base.url_for(paths::RECORDING_STATUS),
-                &[RecordingEvent::Completed, RecordingEvent::Absent],
-            )
+        call_conference(base, call_id, CUSTOMER_LABEL)
             // The caller hears the wait music until the agent joins.
             .start_conference_on_enter(false)
-            .status_callback(
-                base.url_for(paths::CONFERENCE_STATUS),
-                &ConferenceEvent::TRACKED,
-            )
             .wait_url(base.url_for(paths::HOLD_MUSIC)),
     ))
+}
+
+/// The conference of a call as its first participant sets it up: recorded
+/// from the start, with our status callbacks, and over when this leg leaves
+/// (the customer hanging up ends the call for everyone, freeing the agent).
+fn call_conference(base: &PublicBaseUrl, call_id: &CallSid, label: &str) -> Conference {
+    Conference::new(conference_name(call_id))
+        .beep(false)
+        .end_conference_on_exit(true)
+        .participant_label(label)
+        .record(ConferenceRecord::RecordFromStart)
+        .recording_status_callback(
+            base.url_for(paths::RECORDING_STATUS),
+            &[RecordingEvent::Completed, RecordingEvent::Absent],
+        )
+        .status_callback(
+            base.url_for(paths::CONFERENCE_STATUS),
+            &ConferenceEvent::TRACKED,
+        )
 }
 
 /// The wait music, looped until the conference starts.
@@ -115,20 +121,7 @@ pub fn agent_participant(
 /// into the conference once this leg has joined ([`outbound_customer`]).
 pub fn outbound_agent(base: &PublicBaseUrl, call_id: &CallSid) -> VoiceResponse {
     VoiceResponse::new().dial(Dial::conference(
-        Conference::new(conference_name(call_id))
-            .beep(false)
-            .end_conference_on_exit(true)
-            .participant_label(AGENT_LABEL)
-            .record(ConferenceRecord::RecordFromStart)
-            .recording_status_callback(
-                base.url_for(paths::RECORDING_STATUS),
-                &[RecordingEvent::Completed, RecordingEvent::Absent],
-            )
-            .start_conference_on_enter(true)
-            .status_callback(
-                base.url_for(paths::CONFERENCE_STATUS),
-                &ConferenceEvent::TRACKED,
-            ),
+        call_conference(base, call_id, AGENT_LABEL).start_conference_on_enter(true),
     ))
 }
 
