@@ -257,6 +257,11 @@ impl App {
             Ok(p) => p,
             Err(e) => {
                 self.abandon(&session, now).await?;
+                if e.is_not_found() {
+                    // The conference is gone: the call ended before its
+                    // conference-end reached us.
+                    return Err(ApiError::Conflict("the call has ended".into()));
+                }
                 return Err(upstream("add the supervisor to the conference", &e));
             }
         };
