@@ -204,3 +204,128 @@ impl Stack {
             .count()
     }
 }
+
+/// How long the helpers below wait for the system to reach a state.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// What tests and the demo do as users and operators: sign in, call the
+/// API, read the state table, wait for a call or an agent to get somewhere.
+impl Stack {
+    /// The state table, as the functions see it.
+    pub fn table(&self) -> shared::store::Table {
+        shared::store::Table::new(
+            self.endpoints.dynamodb_client(),
+            self.resources.table_name.clone(),
+        )
+    }
+
+    /// Calls one of our JWT routes; `(0, {"error": ...})` when the request
+    /// did not get an answer at all.
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        match req.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+            }
+            Err(e) => (0, serde_json::json!({ "error": e.to_string() })),
+        }
+    }
+
+    /// Signs `email` in to the local Cognito pool in `groups`: their access
+    /// token, and the Twilio identity the system gives them.
+    pub async fn sign_in(
+        &self,
+        email: &str,
+        groups: &[&str],
+    ) -> (String, shared::ids::ClientIdentity) {
+        let pool = local_stack::users::PoolRef::from_env(local_stack::testing::environment().await)
+            .expect("the local user pool");
+        let token = local_stack::users::mint_token(&pool, email, groups)
+            .await
+            .expect("sign in")
+            .access_token;
+        let (status, me) = self
+            .api(reqwest::Method::GET, "/agents/me", &token, None)
+            .await;
+        assert_eq!(status, 200, "GET /agents/me: {me}");
+        let identity = shared::ids::ClientIdentity::parse(me["identity"].as_str().unwrap_or(""))
+            .expect("a valid identity");
+        (token, identity)
+    }
+
+    /// Polls the table until `pred` holds for the call, within [`WAIT`].
+    pub async fn wait_call(
+        &self,
+        id: &shared::ids::CallSid,
+        what: &str,
+        pred: impl Fn(&shared::store::calls::Call) -> bool,
+    ) -> shared::store::calls::Call {
+        let t = self.table();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let call = shared::store::calls::get(&t, id).await.expect("read call");
+            if let Some(c) = call.filter(&pred) {
+                return c;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for call {id}: {what}; now {:?}",
+                shared::store::calls::get(&t, id).await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls the table until the agent has `presence`, within [`WAIT`].
+    pub async fn wait_agent(
+        &self,
+        who: &shared::ids::ClientIdentity,
+        presence: shared::store::agents::Presence,
+    ) -> shared::store::agents::Agent {
+        let t = self.table();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let agent = shared::store::agents::get(&t, who)
+                .await
+                .expect("read agent");
+            if let Some(a) = agent.filter(|a| a.presence == presence) {
+                return a;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {who} to be {presence:?}; now {:?}",
+                shared::store::agents::get(&t, who).await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Nothing we sent Twilio broke its spec, and every webhook of ours but
+    /// the recording callbacks (recording-offload's tests check those) got
+    /// a 2xx.
+    pub fn assert_twilio_clean(&self) {
+        let rejected = self.sim.rejected_requests();
+        assert!(
+            rejected.is_empty(),
+            "requests Twilio would refuse: {rejected:#?}"
+        );
+        let failed: Vec<_> = self
+            .sim
+            .callbacks()
+            .into_iter()
+            .filter(|c| !c.url.contains("/twilio/recordings/"))
+            .filter(|c| !c.status.is_some_and(|s| (200..300).contains(&s)))
+            .collect();
+        assert!(failed.is_empty(), "webhooks not answered 2xx: {failed:#?}");
+    }
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use e2e::Stack;
 use local_stack::users::{PoolRef, mint_token};
-use serde_json::{Value, json};
+use serde_json::json;
 use shared::conference::conference_name;
 use shared::ids::CallSid;
 use twilio_sim::SimHandle;
@@ -45,30 +45,6 @@ impl Timeline {
     fn not_built(&mut self, text: &str) {
         self.pending += 1;
         self.line("  NOT BUILT YET", text);
-    }
-}
-
-async fn api(
-    stack: &Stack,
-    method: reqwest::Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = stack
-        .http
-        .request(method, stack.url(path))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    match req.send().await {
-        Ok(resp) => {
-            let status = resp.status().as_u16();
-            let body = resp.json::<Value>().await.unwrap_or(Value::Null);
-            (status, body)
-        }
-        Err(e) => (0, json!({"error": e.to_string()})),
     }
 }
 
@@ -121,7 +97,9 @@ async fn main() -> ExitCode {
     let Some((alice, sam)) = tokens else {
         return ExitCode::FAILURE;
     };
-    let (status, body) = api(&stack, reqwest::Method::POST, "/token", &alice, None).await;
+    let (status, body) = stack
+        .api(reqwest::Method::POST, "/token", &alice, None)
+        .await;
     let identity = body["identity"].as_str().unwrap_or_default().to_owned();
     if status == 200 {
         tl.ok(&format!(
@@ -130,14 +108,14 @@ async fn main() -> ExitCode {
     } else {
         tl.fail(&format!("POST /token answered {status}: {body}"));
     }
-    let (status, body) = api(
-        &stack,
-        reqwest::Method::PUT,
-        "/agents/me/presence",
-        &alice,
-        Some(json!({"presence": "available"})),
-    )
-    .await;
+    let (status, body) = stack
+        .api(
+            reqwest::Method::PUT,
+            "/agents/me/presence",
+            &alice,
+            Some(json!({"presence": "available"})),
+        )
+        .await;
     if status == 200 {
         tl.ok("alice is available");
     } else {
@@ -211,7 +189,9 @@ async fn main() -> ExitCode {
     let listed = async {
         let deadline = Instant::now() + WAIT;
         loop {
-            let (status, page) = api(&stack, reqwest::Method::GET, "/calls/live", &sam, None).await;
+            let (status, page) = stack
+                .api(reqwest::Method::GET, "/calls/live", &sam, None)
+                .await;
             let entry = page["calls"].as_array().and_then(|calls| {
                 calls
                     .iter()
@@ -245,14 +225,14 @@ async fn main() -> ExitCode {
         } else {
             (reqwest::Method::PATCH, "switches")
         };
-        let (status, body) = api(
-            &stack,
-            method,
-            &format!("/calls/{call}/supervision"),
-            &sam,
-            Some(json!({ "mode": mode })),
-        )
-        .await;
+        let (status, body) = stack
+            .api(
+                method,
+                &format!("/calls/{call}/supervision"),
+                &sam,
+                Some(json!({ "mode": mode })),
+            )
+            .await;
         match status {
             200 | 201 => {
                 tl.ok(&format!("sam {verb} in {mode} mode"));
@@ -288,14 +268,14 @@ async fn main() -> ExitCode {
         }
     }
     tl.step("sam leaves the call");
-    let (status, body) = api(
-        &stack,
-        reqwest::Method::DELETE,
-        &format!("/calls/{call}/supervision"),
-        &sam,
-        None,
-    )
-    .await;
+    let (status, body) = stack
+        .api(
+            reqwest::Method::DELETE,
+            &format!("/calls/{call}/supervision"),
+            &sam,
+            None,
+        )
+        .await;
     match status {
         204 => tl.ok("sam left without disturbing the call"),
         other => tl.fail(&format!("leaving answered {other}: {body}")),
@@ -320,7 +300,9 @@ async fn main() -> ExitCode {
     let released = async {
         let deadline = Instant::now() + WAIT;
         loop {
-            let (_, me) = api(&stack, reqwest::Method::GET, "/agents/me", &alice, None).await;
+            let (_, me) = stack
+                .api(reqwest::Method::GET, "/agents/me", &alice, None)
+                .await;
             if me["presence"] == "available" && me["current_call_id"].is_null() {
                 return true;
             }

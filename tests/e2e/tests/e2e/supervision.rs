@@ -8,12 +8,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use e2e::Stack;
-use local_stack::users::{PoolRef, mint_token};
 use reqwest::Method;
 use serde_json::{Value, json};
 use shared::auth::Role;
 use shared::ids::{CallSid, ClientIdentity};
-use shared::store::Table;
 use shared::store::agents::{self, AgentProfile, SettablePresence};
 use shared::store::calls::{self, CallStatus};
 use shared::store::supervision::{self, Action, Cause, Mode, SessionState};
@@ -22,43 +20,9 @@ use twilio_sim::SimHandle;
 const NUMBER: &str = "+15559870000";
 const WAIT: Duration = Duration::from_secs(20);
 
-fn state_table(stack: &Stack) -> Table {
-    Table::new(
-        stack.endpoints.dynamodb_client(),
-        stack.resources.table_name.clone(),
-    )
-}
-
 /// A signed-in user of the local Cognito pool: (access token, Twilio identity).
 async fn sign_in(stack: &Stack, user: &str, groups: &[&str]) -> (String, ClientIdentity) {
-    let pool = PoolRef::from_env(local_stack::testing::environment().await).expect("pool");
-    let tokens = mint_token(&pool, &format!("{user}@example.com"), groups)
-        .await
-        .expect("sign in");
-    let (status, body) = api(stack, Method::POST, "/token", &tokens.access_token, None).await;
-    assert_eq!(status, 200, "{body}");
-    let identity = ClientIdentity::parse(body["identity"].as_str().expect("identity"))
-        .expect("valid identity");
-    (tokens.access_token, identity)
-}
-
-async fn api(
-    stack: &Stack,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = stack
-        .http
-        .request(method, stack.url(path))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("the gateway answers");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    stack.sign_in(&format!("{user}@example.com"), groups).await
 }
 
 async fn supervise(
@@ -68,21 +32,21 @@ async fn supervise(
     token: &str,
     mode: Option<&str>,
 ) -> (u16, Value) {
-    api(
-        stack,
-        method,
-        &format!("/calls/{call}/supervision"),
-        token,
-        mode.map(|m| json!({ "mode": m })),
-    )
-    .await
+    stack
+        .api(
+            method,
+            &format!("/calls/{call}/supervision"),
+            token,
+            mode.map(|m| json!({ "mode": m })),
+        )
+        .await
 }
 
 /// An agent identity made available through the store (as the presence route does).
 async fn available(stack: &Stack, identity: &ClientIdentity) {
     let roles: BTreeSet<Role> = [Role::Agent].into();
     agents::set_presence(
-        &state_table(stack),
+        &stack.table(),
         &AgentProfile {
             identity,
             subject: identity.as_str(),
@@ -109,7 +73,7 @@ async fn answered_call(stack: &Stack, agent: &ClientIdentity, from: &str) -> Tal
         .place_call_to_url(from, NUMBER, &stack.url("/twilio/voice/inbound"))
         .await
         .expect("the call is placed");
-    let t = state_table(stack);
+    let t = stack.table();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let call = calls::get(&t, &customer).await.expect("read the call");
@@ -189,7 +153,7 @@ async fn wait_session(
     what: &str,
     pred: impl Fn(&supervision::Session) -> bool,
 ) -> supervision::Session {
-    let t = state_table(stack);
+    let t = stack.table();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let s = supervision::get(&t, call, who).await.expect("read session");
@@ -315,7 +279,7 @@ async fn monitor_whisper_barge_monitor_then_leave() {
     // Once every event of the session has arrived, the trail holds exactly
     // the steps taken, in order: the echoes were not taken for switches.
     assert_settled_and_clean(&stack).await;
-    let t = state_table(&stack);
+    let t = stack.table();
     let by_call = supervision::audit_of_call(&t, call).await.unwrap();
     let sam_s = sam.to_string();
     assert_eq!(
@@ -376,7 +340,7 @@ async fn a_supervisor_who_hangs_up_mid_whisper_ends_the_session() {
     let sam_s = sam.to_string();
     assert_eq!(
         trail(
-            &supervision::audit_of_call(&state_table(&stack), call)
+            &supervision::audit_of_call(&stack.table(), call)
                 .await
                 .unwrap()
         ),
@@ -411,7 +375,9 @@ async fn two_supervisors_on_one_call_until_the_call_ends() {
     assert!(!stack.sim.hears(&sue_leg).contains(&sam_leg));
 
     // The live view shows both.
-    let (status, live) = api(&stack, Method::GET, "/calls/live", &sam_token, None).await;
+    let (status, live) = stack
+        .api(Method::GET, "/calls/live", &sam_token, None)
+        .await;
     assert_eq!(status, 200, "{live}");
     let listed = live["calls"]
         .as_array()
@@ -454,7 +420,7 @@ async fn two_supervisors_on_one_call_until_the_call_ends() {
     let (status, body) = supervise(&stack, Method::POST, call, &sam_token, Some("monitor")).await;
     assert_eq!(status, 409, "the call has ended: {body}");
     assert_settled_and_clean(&stack).await;
-    let entries = supervision::audit_of_call(&state_table(&stack), call)
+    let entries = supervision::audit_of_call(&stack.table(), call)
         .await
         .unwrap();
     let of = |who: &ClientIdentity| -> Vec<(Action, Mode, Cause)> {
@@ -502,7 +468,9 @@ async fn agents_cannot_supervise_not_even_their_own_call() {
         let (status, body) = supervise(&stack, method.clone(), call, &both_token, mode).await;
         assert_eq!(status, 403, "the call's own agent {method}: {body}");
     }
-    let (status, _) = api(&stack, Method::GET, "/calls/live", &agent_token, None).await;
+    let (status, _) = stack
+        .api(Method::GET, "/calls/live", &agent_token, None)
+        .await;
     assert_eq!(status, 403);
     assert_eq!(stack.state_item_count().await, before, "nothing written");
     assert_eq!(

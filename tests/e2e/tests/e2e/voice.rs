@@ -6,10 +6,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use e2e::Stack;
+use e2e::{Stack, WAIT};
 use shared::auth::Role;
 use shared::ids::{CallSid, ClientIdentity};
-use shared::store::Table;
 use shared::store::agents::{self, AgentProfile, Presence, SettablePresence};
 use shared::store::calls::{self, CallStatus};
 use twilio_sim::{ConferenceInfo, LegBehavior};
@@ -17,14 +16,6 @@ use twilio_sim::{ConferenceInfo, LegBehavior};
 const CUSTOMER: &str = "+15551230000";
 const OTHER_CUSTOMER: &str = "+15551230001";
 const NUMBER: &str = "+15559870000";
-const WAIT: Duration = Duration::from_secs(20);
-
-fn table(stack: &Stack) -> Table {
-    Table::new(
-        stack.endpoints.dynamodb_client(),
-        stack.resources.table_name.clone(),
-    )
-}
 
 async fn make_available(stack: &Stack, name: &str) -> ClientIdentity {
     let identity = ClientIdentity::parse(name).expect("identity");
@@ -36,7 +27,7 @@ async fn make_available(stack: &Stack, name: &str) -> ClientIdentity {
         roles: &roles,
     };
     agents::set_presence(
-        &table(stack),
+        &stack.table(),
         &profile,
         SettablePresence::Available,
         stack.sim.now(),
@@ -52,46 +43,6 @@ async fn call_in(stack: &Stack, from: &str) -> CallSid {
         .place_call_to_url(from, NUMBER, &stack.url("/twilio/voice/inbound"))
         .await
         .expect("the simulator places the call")
-}
-
-/// Polls the table until `pred` holds for the call, within `WAIT`.
-async fn wait_call(
-    stack: &Stack,
-    id: &CallSid,
-    what: &str,
-    pred: impl Fn(&calls::Call) -> bool,
-) -> calls::Call {
-    let t = table(stack);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let call = calls::get(&t, id).await.expect("read call");
-        if let Some(c) = call.filter(|c| pred(c)) {
-            return c;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for call {id}: {what}; now {:?}",
-            calls::get(&t, id).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn wait_agent(stack: &Stack, who: &ClientIdentity, presence: Presence) -> agents::Agent {
-    let t = table(stack);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let agent = agents::get(&t, who).await.expect("read agent");
-        if let Some(a) = agent.filter(|a| a.presence == presence) {
-            return a;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {who} to be {presence:?}; now {:?}",
-            agents::get(&t, who).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn connected_labels(conf: &ConferenceInfo) -> Vec<String> {
@@ -118,24 +69,6 @@ async fn wait_talking(stack: &Stack, call: &CallSid) -> ConferenceInfo {
     stack.sim.conference(&name).expect("conference")
 }
 
-/// Nothing we sent Twilio broke its spec, and every webhook of the voice
-/// function got a 2xx (recording callbacks belong to recording-offload).
-fn assert_clean(stack: &Stack) {
-    let rejected = stack.sim.rejected_requests();
-    assert!(
-        rejected.is_empty(),
-        "requests Twilio would refuse: {rejected:#?}"
-    );
-    let failed: Vec<_> = stack
-        .sim
-        .callbacks()
-        .into_iter()
-        .filter(|c| !c.url.contains("/twilio/recordings/"))
-        .filter(|c| !c.status.is_some_and(|s| (200..300).contains(&s)))
-        .collect();
-    assert!(failed.is_empty(), "webhooks not answered 2xx: {failed:#?}");
-}
-
 #[tokio::test]
 async fn inbound_call_reaches_an_agent_and_frees_them_at_the_end() {
     let stack = Stack::start("voice-answered").await;
@@ -156,15 +89,16 @@ async fn inbound_call_reaches_an_agent_and_frees_them_at_the_end() {
         "client:alice"
     );
     assert!(stack.sim.hears(&customer).contains(&agent_leg));
-    let call = wait_call(&stack, &customer, "in progress", |c| {
-        c.status == CallStatus::InProgress
-    })
-    .await;
+    let call = stack
+        .wait_call(&customer, "in progress", |c| {
+            c.status == CallStatus::InProgress
+        })
+        .await;
     assert_eq!(call.agent, Some(alice.clone()));
     assert_eq!(call.agent_leg, Some(agent_leg.clone()));
-    let busy = wait_agent(&stack, &alice, Presence::Busy).await;
+    let busy = stack.wait_agent(&alice, Presence::Busy).await;
     assert_eq!(busy.current_call_id, Some(customer.clone()));
-    let parts = calls::participants(&table(&stack), &customer)
+    let parts = calls::participants(&stack.table(), &customer)
         .await
         .expect("participants");
     let mut labels: Vec<_> = parts.iter().filter_map(|p| p.label.clone()).collect();
@@ -178,21 +112,22 @@ async fn inbound_call_reaches_an_agent_and_frees_them_at_the_end() {
     );
 
     stack.sim.hang_up(&customer).expect("caller hangs up");
-    let done = wait_call(&stack, &customer, "completed", |c| {
-        c.status == CallStatus::Completed
-    })
-    .await;
+    let done = stack
+        .wait_call(&customer, "completed", |c| {
+            c.status == CallStatus::Completed
+        })
+        .await;
     assert_eq!(done.outcome.as_deref(), Some("answered"));
     assert_eq!(done.answered_by, Some(alice.clone()));
-    let free = wait_agent(&stack, &alice, Presence::Available).await;
+    let free = stack.wait_agent(&alice, Presence::Available).await;
     assert_eq!(free.current_call_id, None);
     assert!(
-        calls::live(&table(&stack), 10)
+        calls::live(&stack.table(), 10)
             .await
             .expect("live")
             .is_empty()
     );
-    assert_clean(&stack);
+    stack.assert_twilio_clean();
 }
 
 #[tokio::test]
@@ -218,7 +153,7 @@ async fn a_retried_inbound_webhook_records_the_call_once() {
         items,
         "nothing more written"
     );
-    let t = table(&stack);
+    let t = stack.table();
     let live = calls::live(&t, 10).await.expect("live");
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].status, CallStatus::New);
@@ -245,12 +180,11 @@ async fn a_second_caller_waits_and_gets_the_agent_when_the_first_call_ends() {
     let first = call_in(&stack, CUSTOMER).await;
     wait_talking(&stack, &first).await;
     let second = call_in(&stack, OTHER_CUSTOMER).await;
-    let queued = wait_call(&stack, &second, "queued", |c| {
-        c.status == CallStatus::Queued
-    })
-    .await;
+    let queued = stack
+        .wait_call(&second, "queued", |c| c.status == CallStatus::Queued)
+        .await;
     assert_eq!(queued.agent, None);
-    let waiting = calls::oldest_waiting(&table(&stack), 10)
+    let waiting = calls::oldest_waiting(&stack.table(), 10)
         .await
         .expect("queue");
     assert_eq!(
@@ -270,24 +204,24 @@ async fn a_second_caller_waits_and_gets_the_agent_when_the_first_call_ends() {
 
     stack.sim.hang_up(&first).expect("first caller hangs up");
     wait_talking(&stack, &second).await;
-    let call = wait_call(&stack, &second, "in progress", |c| {
-        c.status == CallStatus::InProgress
-    })
-    .await;
+    let call = stack
+        .wait_call(&second, "in progress", |c| {
+            c.status == CallStatus::InProgress
+        })
+        .await;
     assert_eq!(call.agent, Some(alice.clone()));
     assert!(
-        calls::oldest_waiting(&table(&stack), 10)
+        calls::oldest_waiting(&stack.table(), 10)
             .await
             .expect("queue")
             .is_empty()
     );
     stack.sim.hang_up(&second).expect("second caller hangs up");
-    wait_call(&stack, &second, "completed", |c| {
-        c.status == CallStatus::Completed
-    })
-    .await;
-    wait_agent(&stack, &alice, Presence::Available).await;
-    assert_clean(&stack);
+    stack
+        .wait_call(&second, "completed", |c| c.status == CallStatus::Completed)
+        .await;
+    stack.wait_agent(&alice, Presence::Available).await;
+    stack.assert_twilio_clean();
 }
 
 #[tokio::test]
@@ -301,16 +235,17 @@ async fn an_agent_who_does_not_answer_is_set_away_and_the_next_agent_rings() {
         .set_leg_behavior("client:alice", LegBehavior::Busy);
     let customer = call_in(&stack, CUSTOMER).await;
     wait_talking(&stack, &customer).await;
-    let call = wait_call(&stack, &customer, "in progress", |c| {
-        c.status == CallStatus::InProgress
-    })
-    .await;
+    let call = stack
+        .wait_call(&customer, "in progress", |c| {
+            c.status == CallStatus::InProgress
+        })
+        .await;
     assert_eq!(call.agent, Some(bob.clone()));
     assert_eq!(call.offer, 2);
-    wait_agent(&stack, &alice, Presence::Away).await;
+    stack.wait_agent(&alice, Presence::Away).await;
     stack.sim.hang_up(&customer).expect("caller hangs up");
-    wait_agent(&stack, &bob, Presence::Available).await;
-    let alice_now = agents::get(&table(&stack), &alice)
+    stack.wait_agent(&bob, Presence::Available).await;
+    let alice_now = agents::get(&stack.table(), &alice)
         .await
         .expect("read")
         .expect("alice");
@@ -319,7 +254,7 @@ async fn an_agent_who_does_not_answer_is_set_away_and_the_next_agent_rings() {
         Presence::Away,
         "stays away until she says otherwise"
     );
-    assert_clean(&stack);
+    stack.assert_twilio_clean();
 }
 
 #[tokio::test]
@@ -331,10 +266,11 @@ async fn duplicated_and_reordered_conference_events_apply_once() {
     let bob = make_available(&stack, "bob").await;
     let customer = call_in(&stack, CUSTOMER).await;
     wait_talking(&stack, &customer).await;
-    let call = wait_call(&stack, &customer, "in progress", |c| {
-        c.status == CallStatus::InProgress
-    })
-    .await;
+    let call = stack
+        .wait_call(&customer, "in progress", |c| {
+            c.status == CallStatus::InProgress
+        })
+        .await;
     assert_eq!(call.agent, Some(alice.clone()));
     assert_eq!(call.offer, 1, "one offer despite three copies of the join");
     let adds = stack
@@ -344,7 +280,7 @@ async fn duplicated_and_reordered_conference_events_apply_once() {
         .filter(|r| r.method == "POST" && r.path.ends_with("/Participants.json"))
         .count();
     assert_eq!(adds, 1, "one agent leg");
-    let t = table(&stack);
+    let t = stack.table();
     let b = agents::get(&t, &bob).await.expect("read").expect("bob");
     assert_eq!(
         b.presence,
@@ -353,12 +289,13 @@ async fn duplicated_and_reordered_conference_events_apply_once() {
     );
 
     stack.sim.hang_up(&customer).expect("caller hangs up");
-    let done = wait_call(&stack, &customer, "completed", |c| {
-        c.status == CallStatus::Completed
-    })
-    .await;
+    let done = stack
+        .wait_call(&customer, "completed", |c| {
+            c.status == CallStatus::Completed
+        })
+        .await;
     assert_eq!(done.outcome.as_deref(), Some("answered"));
-    wait_agent(&stack, &alice, Presence::Available).await;
+    stack.wait_agent(&alice, Presence::Available).await;
     // Both legs end up `left`, whatever the delivery order of the copies.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -386,40 +323,39 @@ async fn duplicated_and_reordered_conference_events_apply_once() {
         Some(done),
         "late copies changed nothing"
     );
-    assert_clean(&stack);
+    stack.assert_twilio_clean();
 }
 
 #[tokio::test]
 async fn a_caller_who_hangs_up_while_queued_leaves_the_queue() {
     let stack = Stack::start("voice-abandon").await;
     let customer = call_in(&stack, CUSTOMER).await;
-    wait_call(&stack, &customer, "queued", |c| {
-        c.status == CallStatus::Queued
-    })
-    .await;
+    stack
+        .wait_call(&customer, "queued", |c| c.status == CallStatus::Queued)
+        .await;
     stack.sim.hang_up(&customer).expect("caller hangs up");
-    let done = wait_call(&stack, &customer, "completed", |c| {
-        c.status == CallStatus::Completed
-    })
-    .await;
+    let done = stack
+        .wait_call(&customer, "completed", |c| {
+            c.status == CallStatus::Completed
+        })
+        .await;
     assert_eq!(done.outcome.as_deref(), Some("abandoned"));
     assert!(
-        calls::oldest_waiting(&table(&stack), 10)
+        calls::oldest_waiting(&stack.table(), 10)
             .await
             .expect("queue")
             .is_empty()
     );
-    assert_clean(&stack);
+    stack.assert_twilio_clean();
 }
 
 #[tokio::test]
 async fn a_waiting_caller_hears_the_hold_music() {
     let stack = Stack::start("voice-hold-music").await;
     let customer = call_in(&stack, CUSTOMER).await;
-    wait_call(&stack, &customer, "queued", |c| {
-        c.status == CallStatus::Queued
-    })
-    .await;
+    stack
+        .wait_call(&customer, "queued", |c| c.status == CallStatus::Queued)
+        .await;
     let wait_url = stack.url("/twilio/hold-music");
     let heard = stack.sim.call(&customer).expect("call").heard;
     assert!(
@@ -449,7 +385,7 @@ async fn a_waiting_caller_hears_the_hold_music() {
         )),
         "{body}"
     );
-    assert_clean(&stack);
+    stack.assert_twilio_clean();
 }
 
 #[tokio::test]
@@ -466,7 +402,7 @@ async fn fifty_concurrent_calls_and_twenty_agents() {
 
     // Each caller hangs up as soon as an agent is with them; queued callers
     // get the freed agents, until every call has ended.
-    let t = table(&stack);
+    let t = stack.table();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let mut hung_up = std::collections::BTreeSet::new();
     loop {
@@ -513,7 +449,7 @@ async fn fifty_concurrent_calls_and_twenty_agents() {
     }
     // Every agent released.
     for a in &agents_list {
-        wait_agent(&stack, a, Presence::Available).await;
+        stack.wait_agent(a, Presence::Available).await;
     }
     // No agent ever on two calls at once: their legs never overlap.
     let legs = stack.sim.calls();
@@ -535,7 +471,7 @@ async fn fifty_concurrent_calls_and_twenty_agents() {
         calls::live(&t, 100).await.expect("live").is_empty(),
         "no live call left"
     );
-    assert_clean(&stack);
+    stack.assert_twilio_clean();
 }
 
 /// Places `n` inbound calls at once, from distinct numbers.
@@ -577,16 +513,18 @@ async fn a_caller_who_hangs_up_while_the_agent_rings_frees_the_agent() {
         .sim
         .set_leg_behavior("client:alice", LegBehavior::Ring);
     let customer = call_in(&stack, CUSTOMER).await;
-    let ringing = wait_call(&stack, &customer, "ringing", |c| {
-        c.status == CallStatus::Ringing && c.agent_leg.is_some()
-    })
-    .await;
+    let ringing = stack
+        .wait_call(&customer, "ringing", |c| {
+            c.status == CallStatus::Ringing && c.agent_leg.is_some()
+        })
+        .await;
     let leg = ringing.agent_leg.expect("agent leg");
     stack.sim.hang_up(&customer).expect("caller hangs up");
-    let done = wait_call(&stack, &customer, "completed", |c| {
-        c.status == CallStatus::Completed
-    })
-    .await;
+    let done = stack
+        .wait_call(&customer, "completed", |c| {
+            c.status == CallStatus::Completed
+        })
+        .await;
     assert_eq!(done.outcome.as_deref(), Some("abandoned"));
     // The agent's phone stops ringing and she is available again (not
     // away: she did nothing wrong).
@@ -595,13 +533,13 @@ async fn a_caller_who_hangs_up_while_the_agent_rings_frees_the_agent() {
         .wait_for_call_status(&leg, "canceled", WAIT)
         .await
         .expect("agent leg canceled");
-    let a = wait_agent(&stack, &alice, Presence::Available).await;
+    let a = stack.wait_agent(&alice, Presence::Available).await;
     assert_eq!(a.current_call_id, None);
     assert!(
-        calls::live(&table(&stack), 10)
+        calls::live(&stack.table(), 10)
             .await
             .expect("live")
             .is_empty()
     );
-    assert_clean(&stack);
+    stack.assert_twilio_clean();
 }

@@ -4,126 +4,28 @@
 //! who waits too long leaves a voicemail; the periodic tick ends a call whose
 //! caller hung up before the conference; an agent dials a customer.
 
-use std::time::Duration;
-
-use e2e::Stack;
-use local_stack::users::{PoolRef, mint_token};
-use serde_json::{Value, json};
-use shared::ids::{CallSid, ClientIdentity};
-use shared::store::Table;
+use e2e::{Stack, WAIT};
+use serde_json::json;
+use shared::ids::ClientIdentity;
 use shared::store::agents::{self, Presence};
 use shared::store::calls::{self, CallStatus, Direction};
 
 const NUMBER: &str = "+15559870000";
-const WAIT: Duration = Duration::from_secs(30);
 
-fn table(stack: &Stack) -> Table {
-    Table::new(
-        stack.endpoints.dynamodb_client(),
-        stack.resources.table_name.clone(),
-    )
-}
-
-async fn wait_call(
-    stack: &Stack,
-    id: &CallSid,
-    what: &str,
-    pred: impl Fn(&calls::Call) -> bool,
-) -> calls::Call {
-    let t = table(stack);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(c) = calls::get(&t, id).await.expect("read call").filter(&pred) {
-            return c;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for call {id}: {what}; now {:?}",
-            calls::get(&t, id).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn wait_agent(stack: &Stack, who: &ClientIdentity, presence: Presence) -> agents::Agent {
-    let t = table(stack);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(a) = agents::get(&t, who)
-            .await
-            .expect("read agent")
-            .filter(|a| a.presence == presence)
-        {
-            return a;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {who} to be {presence:?}; now {:?}",
-            agents::get(&t, who).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// An agent signed in to the local Cognito pool: their access token, and
-/// the identity the system gives them.
-async fn sign_in(stack: &Stack, user: &str) -> (String, ClientIdentity) {
-    let pool = PoolRef::from_env(local_stack::testing::environment().await).expect("pool");
-    let token = mint_token(&pool, user, &["agents"])
-        .await
-        .expect("sign in")
-        .access_token;
-    let (status, me) = api(stack, reqwest::Method::GET, "/agents/me", &token, None).await;
-    assert_eq!(status, 200, "{me}");
-    let identity = ClientIdentity::parse(me["identity"].as_str().expect("identity")).expect("id");
-    (token, identity)
-}
-
-async fn api(
-    stack: &Stack,
-    method: reqwest::Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = stack
-        .http
-        .request(method, stack.url(path))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+async fn sign_in(stack: &Stack, email: &str) -> (String, ClientIdentity) {
+    stack.sign_in(email, &["agents"]).await
 }
 
 async fn set_presence(stack: &Stack, token: &str, presence: &str) {
-    let (status, body) = api(
-        stack,
-        reqwest::Method::PUT,
-        "/agents/me/presence",
-        token,
-        Some(json!({ "presence": presence })),
-    )
-    .await;
+    let (status, body) = stack
+        .api(
+            reqwest::Method::PUT,
+            "/agents/me/presence",
+            token,
+            Some(json!({ "presence": presence })),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
-}
-
-fn assert_spec_clean(stack: &Stack) {
-    let rejected = stack.sim.rejected_requests();
-    assert!(
-        rejected.is_empty(),
-        "requests Twilio would refuse: {rejected:#?}"
-    );
-    let failed: Vec<_> = stack
-        .sim
-        .callbacks()
-        .into_iter()
-        .filter(|c| !c.url.contains("/twilio/recordings/"))
-        .filter(|c| !c.status.is_some_and(|s| (200..300).contains(&s)))
-        .collect();
-    assert!(failed.is_empty(), "webhooks not answered 2xx: {failed:#?}");
 }
 
 #[tokio::test]
@@ -137,26 +39,28 @@ async fn an_agent_who_becomes_available_gets_the_oldest_waiting_call() {
         .place_call_to_url("+15551230010", NUMBER, &stack.url("/twilio/voice/inbound"))
         .await
         .expect("first caller");
-    wait_call(&stack, &first, "queued", |c| c.status == CallStatus::Queued).await;
+    stack
+        .wait_call(&first, "queued", |c| c.status == CallStatus::Queued)
+        .await;
     let second = stack
         .sim
         .place_call_to_url("+15551230011", NUMBER, &stack.url("/twilio/voice/inbound"))
         .await
         .expect("second caller");
-    wait_call(&stack, &second, "queued", |c| {
-        c.status == CallStatus::Queued
-    })
-    .await;
+    stack
+        .wait_call(&second, "queued", |c| c.status == CallStatus::Queued)
+        .await;
 
     // Nothing but the presence change (token function -> routing queue ->
     // voice function) rings alice.
     set_presence(&stack, &token, "available").await;
-    let call = wait_call(&stack, &first, "answered by alice", |c| {
-        c.status == CallStatus::InProgress
-    })
-    .await;
+    let call = stack
+        .wait_call(&first, "answered by alice", |c| {
+            c.status == CallStatus::InProgress
+        })
+        .await;
     assert_eq!(call.answered_by, Some(alice.clone()));
-    let still = calls::get(&table(&stack), &second)
+    let still = calls::get(&stack.table(), &second)
         .await
         .expect("read")
         .expect("second call");
@@ -168,13 +72,14 @@ async fn an_agent_who_becomes_available_gets_the_oldest_waiting_call() {
 
     // Her call ends: she is offered the next one without doing anything.
     stack.sim.hang_up(&first).expect("first caller hangs up");
-    let next = wait_call(&stack, &second, "answered by alice", |c| {
-        c.status == CallStatus::InProgress
-    })
-    .await;
+    let next = stack
+        .wait_call(&second, "answered by alice", |c| {
+            c.status == CallStatus::InProgress
+        })
+        .await;
     assert_eq!(next.answered_by, Some(alice));
     stack.sim.hang_up(&second).expect("second caller hangs up");
-    assert_spec_clean(&stack);
+    stack.assert_twilio_clean();
 }
 
 #[tokio::test]
@@ -186,16 +91,16 @@ async fn a_caller_who_waits_too_long_leaves_a_voicemail() {
         .place_call_to_url("+15551230020", NUMBER, &stack.url("/twilio/voice/inbound"))
         .await
         .expect("caller");
-    wait_call(&stack, &caller, "queued", |c| {
-        c.status == CallStatus::Queued
-    })
-    .await;
+    stack
+        .wait_call(&caller, "queued", |c| c.status == CallStatus::Queued)
+        .await;
 
     // The delayed queue timeout moves the caller out of the conference.
-    let done = wait_call(&stack, &caller, "ended in voicemail", |c| {
-        c.status == CallStatus::Completed
-    })
-    .await;
+    let done = stack
+        .wait_call(&caller, "ended in voicemail", |c| {
+            c.status == CallStatus::Completed
+        })
+        .await;
     assert_eq!(done.outcome.as_deref(), Some("voicemail"));
     assert!(done.wait_seconds.is_some_and(|w| w >= 2), "{done:?}");
 
@@ -230,18 +135,18 @@ async fn a_caller_who_waits_too_long_leaves_a_voicemail() {
         .await;
     assert!(callback.is_ok(), "callbacks: {:#?}", stack.sim.callbacks());
     assert!(
-        calls::oldest_waiting(&table(&stack), 10)
+        calls::oldest_waiting(&stack.table(), 10)
             .await
             .expect("queue")
             .is_empty()
     );
-    assert_spec_clean(&stack);
+    stack.assert_twilio_clean();
 }
 
 #[tokio::test]
 async fn the_tick_ends_a_call_whose_caller_hung_up_before_the_conference() {
     let stack = Stack::start("voice-tick").await;
-    let t = table(&stack);
+    let t = stack.table();
     // A call Twilio knows has ended, that never reached its conference: the
     // voice webhook recorded it, then the caller hung up during the greeting.
     // (A voice URL that answers 404 ends the call at once, as Twilio does.)
@@ -280,10 +185,11 @@ async fn the_tick_ends_a_call_whose_caller_hung_up_before_the_conference() {
         .await
         .expect("fire the tick");
     assert!(resp.status().is_success(), "{}", resp.status());
-    let done = wait_call(&stack, &caller, "ended by the tick", |c| {
-        c.status == CallStatus::Completed
-    })
-    .await;
+    let done = stack
+        .wait_call(&caller, "ended by the tick", |c| {
+            c.status == CallStatus::Completed
+        })
+        .await;
     assert_eq!(done.outcome.as_deref(), Some("abandoned"));
     assert!(calls::live(&t, 10).await.expect("live").is_empty());
 }
@@ -338,14 +244,13 @@ async fn an_agent_dials_a_customer_through_a_supervisable_recorded_conference() 
     let customer_call = stack.sim.call(&customer_leg).expect("customer leg");
     assert_eq!(customer_call.to, CUSTOMER);
     assert_eq!(customer_call.from, NUMBER, "the configured caller ID");
-    let call = wait_call(&stack, &leg, "in progress", |c| {
-        c.status == CallStatus::InProgress
-    })
-    .await;
+    let call = stack
+        .wait_call(&leg, "in progress", |c| c.status == CallStatus::InProgress)
+        .await;
     assert_eq!(call.direction, Direction::Outbound);
     assert_eq!(call.agent, Some(alice.clone()));
     assert_eq!(call.agent_leg, Some(leg.clone()));
-    let busy = wait_agent(&stack, &alice, Presence::Busy).await;
+    let busy = stack.wait_agent(&alice, Presence::Busy).await;
     assert_eq!(busy.current_call_id, Some(leg.clone()));
 
     // While on it, a second dial-out is refused, and nothing is recorded.
@@ -360,21 +265,20 @@ async fn an_agent_dials_a_customer_through_a_supervisable_recorded_conference() 
         "{heard:?}"
     );
     assert!(
-        calls::get(&table(&stack), &again)
+        calls::get(&stack.table(), &again)
             .await
             .expect("read")
             .is_none()
     );
 
     stack.sim.hang_up(&customer_leg).expect("customer hangs up");
-    let done = wait_call(&stack, &leg, "completed", |c| {
-        c.status == CallStatus::Completed
-    })
-    .await;
+    let done = stack
+        .wait_call(&leg, "completed", |c| c.status == CallStatus::Completed)
+        .await;
     assert_eq!(done.outcome.as_deref(), Some("answered"));
     // She was available before dialling, so she is again.
-    wait_agent(&stack, &alice, Presence::Available).await;
-    assert_spec_clean(&stack);
+    stack.wait_agent(&alice, Presence::Available).await;
+    stack.assert_twilio_clean();
 }
 
 #[tokio::test]
@@ -416,14 +320,14 @@ async fn outbound_calls_are_refused_to_non_agents_bad_numbers_and_other_countrie
             "{from} -> {to}: expected {said:?}, heard {heard:?}"
         );
         assert!(
-            calls::get(&table(&stack), &leg)
+            calls::get(&stack.table(), &leg)
                 .await
                 .expect("read")
                 .is_none(),
             "a refused call records nothing"
         );
     }
-    let me = agents::get(&table(&stack), &alice)
+    let me = agents::get(&stack.table(), &alice)
         .await
         .expect("read")
         .expect("alice");
@@ -432,7 +336,7 @@ async fn outbound_calls_are_refused_to_non_agents_bad_numbers_and_other_countrie
         Presence::Available,
         "refusals leave her as she was"
     );
-    assert_spec_clean(&stack);
+    stack.assert_twilio_clean();
 }
 
 #[tokio::test]
@@ -453,10 +357,9 @@ async fn an_outbound_call_nobody_answers_tells_the_agent_and_frees_them() {
         )
         .await
         .expect("alice dials");
-    let done = wait_call(&stack, &leg, "completed", |c| {
-        c.status == CallStatus::Completed
-    })
-    .await;
+    let done = stack
+        .wait_call(&leg, "completed", |c| c.status == CallStatus::Completed)
+        .await;
     assert_eq!(done.outcome.as_deref(), Some("not-answered"));
     assert_eq!(done.talk_seconds, Some(0));
     stack
@@ -468,6 +371,6 @@ async fn an_outbound_call_nobody_answers_tells_the_agent_and_frees_them() {
         .await
         .expect("the agent hears why the call ended");
     // She was away before dialling, so she is away again.
-    wait_agent(&stack, &alice, Presence::Away).await;
-    assert_spec_clean(&stack);
+    stack.wait_agent(&alice, Presence::Away).await;
+    stack.assert_twilio_clean();
 }
