@@ -266,11 +266,16 @@ impl Worker {
             return self.delete_and_finish(&job, owner).await;
         }
         if let (Some(upload), Some(key)) = (&job.upload_id, &job.object_key) {
-            // A previous attempt died mid-upload.
-            s3::abort_upload(&self.s3, &self.config.bucket, key, upload)
-                .await
-                .map_err(Failure::keep)?;
-            tracing::info!(recording = %job.recording_sid, upload, "aborted a dead attempt's upload");
+            // A previous attempt died mid-upload (or after completing it).
+            // Not fatal: the bucket's lifecycle rule aborts what is left.
+            match s3::abort_upload(&self.s3, &self.config.bucket, key, upload).await {
+                Ok(()) => {
+                    tracing::info!(recording = %job.recording_sid, upload, "aborted a dead attempt's upload");
+                }
+                Err(e) => {
+                    tracing::warn!(recording = %job.recording_sid, upload, error = %e, "could not abort a dead attempt's upload");
+                }
+            }
         }
         if job.call_id.is_none() {
             if let Some((call, source)) = self.resolve_call(&job).await? {

@@ -2,6 +2,7 @@
 
 mod backlog;
 mod events;
+mod offload;
 mod routes;
 mod signatures;
 mod supervision;
