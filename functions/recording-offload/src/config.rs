@@ -38,15 +38,16 @@ pub enum Encryption {
     Kms(String),
 }
 
-impl std::str::FromStr for Encryption {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "AES256" {
-            Ok(Self::Aes256)
-        } else if s.starts_with("arn:") && s.contains(":kms:") {
-            Ok(Self::Kms(s.to_owned()))
-        } else {
-            Err(format!("{s:?} is neither AES256 nor a KMS key ARN"))
+impl Encryption {
+    /// `RECORDINGS_KMS_KEY_ARN`: unset or empty = SSE-S3, else SSE-KMS with that key.
+    fn load(env: &dyn Env) -> Result<Self, ConfigError> {
+        match env.get("RECORDINGS_KMS_KEY_ARN") {
+            None => Ok(Self::Aes256),
+            Some(arn) if arn.starts_with("arn:") && arn.contains(":kms:") => Ok(Self::Kms(arn)),
+            Some(other) => Err(ConfigError::Invalid {
+                name: "RECORDINGS_KMS_KEY_ARN",
+                reason: format!("{other:?} is not a KMS key ARN"),
+            }),
         }
     }
 }
@@ -65,7 +66,7 @@ pub struct OffloadConfig {
     pub format: MediaFormat,
     /// `OFFLOAD_QUEUE_URL`.
     pub queue_url: String,
-    /// `RECORDINGS_SSE`: `AES256` or a KMS key ARN.
+    /// `RECORDINGS_KMS_KEY_ARN`: empty = SSE-S3 (AES256), else SSE-KMS with it.
     pub encryption: Encryption,
     /// `OFFLOAD_VERIFY`: `read-back` (default) or `s3-checksum`.
     pub verification: Verification,
@@ -126,7 +127,7 @@ impl OffloadConfig {
             prefix,
             format: parse_or(env, "RECORDING_FORMAT", MediaFormat::Wav)?,
             queue_url: required(env, "OFFLOAD_QUEUE_URL")?,
-            encryption: parse_or(env, "RECORDINGS_SSE", Encryption::Aes256)?,
+            encryption: Encryption::load(env)?,
             verification: parse_or(env, "OFFLOAD_VERIFY", Verification::ReadBack)?,
             part_size: part_mib * 1024 * 1024,
             parts_in_flight: bounded(
@@ -185,7 +186,7 @@ mod tests {
             ("RECORDINGS_BUCKET", "b"),
             ("OFFLOAD_QUEUE_URL", "http://q"),
             ("RECORDINGS_PREFIX", "calls"),
-            ("RECORDINGS_SSE", "arn:aws:kms:us-east-1:1:key/k"),
+            ("RECORDINGS_KMS_KEY_ARN", "arn:aws:kms:us-east-1:1:key/k"),
             ("OFFLOAD_VERIFY", "s3-checksum"),
             ("RECORDING_FORMAT", "mp3"),
         ];
@@ -199,7 +200,7 @@ mod tests {
         assert_eq!(c.format, MediaFormat::Mp3);
         for (name, bad) in [
             ("OFFLOAD_PART_SIZE_MIB", "4"),
-            ("RECORDINGS_SSE", "aws:kms"),
+            ("RECORDINGS_KMS_KEY_ARN", "aws:kms"),
             ("OFFLOAD_VERIFY", "etag"),
             ("PLAYBACK_URL_TTL_SECONDS", "0"),
             ("RECORDING_FORMAT", "ogg"),
