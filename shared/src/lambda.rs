@@ -36,10 +36,11 @@ pub struct MalformedEvent {
 impl Event {
     /// Tells the sources apart by the fields only they carry.
     pub fn classify(event: Value) -> Result<Self, MalformedEvent> {
+        // Payload format 2.0 only: the template's HTTP API sends nothing else.
         let is_http = event
             .get("requestContext")
             .is_some_and(|c| c.get("http").is_some())
-            && event.get("routeKey").is_some();
+            && event.get("version").and_then(Value::as_str) == Some("2.0");
         if is_http {
             return lambda_http::request::from_str(&event.to_string())
                 .map(|r| Self::Http(Box::new(r)))
@@ -51,10 +52,12 @@ impl Event {
         let is_sqs = event
             .get("Records")
             .and_then(Value::as_array)
-            .and_then(|r| r.first())
-            .and_then(|r| r.get("eventSource"))
-            .and_then(Value::as_str)
-            == Some("aws:sqs");
+            .is_some_and(|records| {
+                !records.is_empty()
+                    && records
+                        .iter()
+                        .all(|r| r.get("eventSource").and_then(Value::as_str) == Some("aws:sqs"))
+            });
         if is_sqs {
             return serde_json::from_value(event)
                 .map(Self::Sqs)
@@ -99,6 +102,11 @@ pub fn http_response(response: Response<Body>) -> Value {
 /// The SQS partial batch response: the messages listed are redelivered, the
 /// others are deleted from the queue.
 pub fn sqs_batch_response(failed_message_ids: impl IntoIterator<Item = String>) -> Value {
+    serde_json::to_value(sqs_batch(failed_message_ids)).unwrap_or(Value::Null)
+}
+
+/// [`sqs_batch_response`], typed.
+pub fn sqs_batch(failed_message_ids: impl IntoIterator<Item = String>) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     response.batch_item_failures = failed_message_ids
         .into_iter()
@@ -108,7 +116,7 @@ pub fn sqs_batch_response(failed_message_ids: impl IntoIterator<Item = String>) 
             f
         })
         .collect();
-    serde_json::to_value(response).unwrap_or(Value::Null)
+    response
 }
 
 #[cfg(test)]
@@ -145,6 +153,21 @@ mod tests {
             Ok(Event::Schedule { rule: Some(r) }) if r.ends_with("rule/tick")));
         let payload = json!({"migrate": {"dryRun": true}});
         assert!(matches!(Event::classify(payload), Ok(Event::Payload(_))));
+        // Near misses are payloads too, for the function to refuse.
+        for other in [
+            json!({}),
+            json!({"Records": []}),
+            json!({"Records": [{"eventSource": "aws:s3"}]}),
+            json!({"Records": [{"eventSource": "aws:sqs"}, {"eventSource": "aws:s3"}]}),
+            json!([1, 2]),
+            json!({"version": "1.0", "requestContext": {"http": {}}}),
+            json!({"source": "aws.events", "detail-type": "EC2 State Change"}),
+        ] {
+            assert!(
+                matches!(Event::classify(other.clone()), Ok(Event::Payload(_))),
+                "{other}"
+            );
+        }
     }
 
     #[test]

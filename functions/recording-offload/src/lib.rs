@@ -16,13 +16,12 @@ pub mod status;
 pub mod sweep;
 pub mod worker;
 
-use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
-use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_http::{Body, Request, Response};
 use serde_json::Value;
 use shared::auth::{AuthConfig, Verifier};
 use shared::config::{CommonConfig, ConfigError, ProcessEnv};
 use shared::http::{ApiError, match_route, respond, route_path, verify_twilio_webhook};
+use shared::lambda::{Event, http_response};
 use shared::store::Table;
 use shared::twilio::rest::{ClientSettings, TwilioClient};
 use shared::twilio::signature::WebhookValidator;
@@ -43,52 +42,12 @@ pub const ROUTES: &[&str] = &[
 pub enum InvokeError {
     #[error("unrecognised event: {0}")]
     Unrecognised(String),
+    #[error(transparent)]
+    Event(#[from] shared::lambda::MalformedEvent),
     #[error("malformed {kind} event: {message}")]
     Malformed { kind: &'static str, message: String },
-    #[error("{0} is not built yet")]
-    NotBuilt(&'static str),
     #[error("{0}")]
     Failed(String),
-}
-
-/// The kinds of event this function receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    /// API Gateway HTTP API, payload format 2.0.
-    Http,
-    /// An SQS batch (event source mapping).
-    Sqs,
-    /// EventBridge "Scheduled Event": the periodic sweep.
-    Schedule,
-    /// `{"migrate": {...}}`: the backlog migration, invoked directly.
-    Migrate,
-}
-
-impl EventKind {
-    /// Tells the event sources apart by their shapes.
-    pub fn of(event: &Value) -> Option<Self> {
-        let get = |k: &str| event.get(k);
-        if let Some(records) = get("Records").and_then(Value::as_array) {
-            let all_sqs = records
-                .iter()
-                .all(|r| r.get("eventSource").and_then(Value::as_str) == Some("aws:sqs"));
-            return (all_sqs && !records.is_empty()).then_some(Self::Sqs);
-        }
-        if get("requestContext").and_then(|c| c.get("http")).is_some()
-            && get("version").and_then(Value::as_str) == Some("2.0")
-        {
-            return Some(Self::Http);
-        }
-        if get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
-            && get("source").and_then(Value::as_str) == Some("aws.events")
-        {
-            return Some(Self::Schedule);
-        }
-        if event.as_object().is_some_and(|o| o.len() == 1) && get("migrate").is_some() {
-            return Some(Self::Migrate);
-        }
-        None
-    }
 }
 
 /// The offload worker from the function's environment (also what the
@@ -144,44 +103,30 @@ impl App {
 
     /// Any event this function receives, dispatched by its shape.
     pub async fn invoke(&self, event: Value) -> Result<Value, InvokeError> {
-        let kind = EventKind::of(&event).ok_or_else(|| {
-            let keys: Vec<&str> = event
-                .as_object()
-                .map(|o| o.keys().map(String::as_str).collect())
-                .unwrap_or_default();
-            InvokeError::Unrecognised(format!("top-level keys {keys:?}"))
-        })?;
         let json = |v: Result<Value, serde_json::Error>| {
             v.map_err(|e| InvokeError::Failed(format!("encode the response: {e}")))
         };
-        match kind {
-            EventKind::Http => {
-                let req = lambda_http::request::from_str(&event.to_string()).map_err(|e| {
-                    InvokeError::Malformed {
-                        kind: "HTTP",
-                        message: e.to_string(),
-                    }
-                })?;
-                json(serde_json::to_value(api_gateway_response(
-                    self.handle(req).await,
+        let event = Event::classify(event)?;
+        match event {
+            Event::Http(req) => Ok(http_response(self.handle(*req).await)),
+            Event::Sqs(batch) => json(serde_json::to_value(self.worker.handle_sqs(batch).await)),
+            Event::Schedule { .. } => self.scheduled().await,
+            Event::Payload(payload) if is_migrate(&payload) => self.migrate(payload).await,
+            Event::Payload(payload) => {
+                let keys: Vec<&str> = payload
+                    .as_object()
+                    .map(|o| o.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
+                Err(InvokeError::Unrecognised(format!(
+                    "top-level keys {keys:?}"
                 )))
             }
-            EventKind::Sqs => {
-                let batch: SqsEvent =
-                    serde_json::from_value(event).map_err(|e| InvokeError::Malformed {
-                        kind: "SQS",
-                        message: e.to_string(),
-                    })?;
-                json(serde_json::to_value(self.worker.handle_sqs(batch).await))
-            }
-            EventKind::Schedule => self.scheduled(event).await,
-            EventKind::Migrate => self.migrate(event).await,
         }
     }
 
     /// The periodic sweep: recordings still at Twilio an hour after they
     /// were made are enqueued (or their verified copy's delete retried).
-    async fn scheduled(&self, _event: Value) -> Result<Value, InvokeError> {
+    async fn scheduled(&self) -> Result<Value, InvokeError> {
         let report = sweep::run(&self.worker, sweep::GRACE, OffsetDateTime::now_utc())
             .await
             .map_err(|e| InvokeError::Failed(e.to_string()))?;
@@ -238,18 +183,9 @@ impl App {
     }
 }
 
-/// An HTTP response in API Gateway's payload format 2.0.
-pub fn api_gateway_response(resp: Response<Body>) -> ApiGatewayV2httpResponse {
-    let (parts, body) = resp.into_parts();
-    let mut out = ApiGatewayV2httpResponse::default();
-    out.status_code = i64::from(parts.status.as_u16());
-    out.is_base64_encoded = matches!(body, Body::Binary(_));
-    out.body = match body {
-        Body::Empty => None,
-        b => Some(b),
-    };
-    out.headers = parts.headers;
-    out
+/// `{"migrate": {...}}` and nothing else: the backlog migration.
+fn is_migrate(payload: &Value) -> bool {
+    payload.as_object().is_some_and(|o| o.len() == 1) && payload.get("migrate").is_some()
 }
 
 #[cfg(test)]
@@ -258,28 +194,15 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn events_are_told_apart_by_shape() {
-        let http = json!({"version": "2.0", "routeKey": "POST /x", "rawPath": "/x",
-            "requestContext": {"http": {"method": "POST", "path": "/x"}}});
-        assert_eq!(EventKind::of(&http), Some(EventKind::Http));
-        let sqs = json!({"Records": [{"messageId": "1", "body": "{}", "eventSource": "aws:sqs"}]});
-        assert_eq!(EventKind::of(&sqs), Some(EventKind::Sqs));
-        let sched = json!({"version": "0", "id": "x", "detail-type": "Scheduled Event",
-            "source": "aws.events", "time": "2026-11-23T10:00:00Z", "resources": [], "detail": {}});
-        assert_eq!(EventKind::of(&sched), Some(EventKind::Schedule));
-        assert_eq!(
-            EventKind::of(&json!({"migrate": {"dryRun": true}})),
-            Some(EventKind::Migrate)
-        );
+    fn only_a_lone_migrate_key_is_a_migration() {
+        assert!(is_migrate(&json!({"migrate": {"dryRun": true}})));
         for other in [
             json!({}),
-            json!({"Records": []}),
-            json!({"Records": [{"eventSource": "aws:s3"}]}),
             json!({"migrate": {}, "extra": 1}),
             json!([1, 2]),
-            json!({"version": "1.0", "requestContext": {}}),
+            json!("migrate"),
         ] {
-            assert_eq!(EventKind::of(&other), None, "{other}");
+            assert!(!is_migrate(&other), "{other}");
         }
     }
 }
