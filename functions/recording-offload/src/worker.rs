@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use shared::conference::call_id_of_conference;
 use shared::ids::{CallSid, RecordingSid};
 use shared::store::Table;
+use shared::store::calls;
 use shared::store::recordings::{
     self, CallIdSource, Claim, Job, LeaseError, ReleaseTo, Stage, VerifiedCopy,
 };
@@ -289,6 +290,13 @@ impl Worker {
                 )
                 .await?;
             }
+        }
+        // The call's record lists its recordings, for reporting (a set, so
+        // every retry may do it again). An unattributed recording has none.
+        if let Some(call) = &job.call_id {
+            calls::add_recording(&self.table, call, &job.recording_sid)
+                .await
+                .map_err(Failure::keep)?;
         }
         let key = self.object_key(&job);
         let content_type = self.config.format.content_type();

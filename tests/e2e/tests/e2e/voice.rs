@@ -121,6 +121,20 @@ async fn inbound_call_reaches_an_agent_and_frees_them_at_the_end() {
     assert_eq!(done.answered_by, Some(alice.clone()));
     let free = stack.wait_agent(&alice, Presence::Available).await;
     assert_eq!(free.current_call_id, None);
+    // The conference recording is offloaded and filed under the call.
+    let filed = stack
+        .wait_call(&customer, "the recording filed under the call", |c| {
+            !c.recording_sids.is_empty()
+        })
+        .await;
+    let recorded: Vec<_> = stack
+        .sim
+        .recordings()
+        .into_iter()
+        .filter(|r| r.conference_sid.is_some())
+        .map(|r| r.sid)
+        .collect();
+    assert_eq!(filed.recording_sids, recorded);
     assert!(
         calls::live(&stack.table(), 10)
             .await

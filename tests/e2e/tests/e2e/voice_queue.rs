@@ -134,6 +134,20 @@ async fn a_caller_who_waits_too_long_leaves_a_voicemail() {
         })
         .await;
     assert!(callback.is_ok(), "callbacks: {:#?}", stack.sim.callbacks());
+    // Offloaded like any recording, and filed under the call for reporting.
+    let message = stack
+        .sim
+        .recordings()
+        .into_iter()
+        .find(|r| r.source == "RecordVerb")
+        .expect("the voicemail")
+        .sid;
+    let filed = stack
+        .wait_call(&caller, "the voicemail filed under the call", |c| {
+            c.recording_sids.contains(&message)
+        })
+        .await;
+    assert_eq!(filed.recording_sids, vec![message]);
     assert!(
         calls::oldest_waiting(&stack.table(), 10)
             .await
