@@ -344,6 +344,21 @@ fn source_specs() -> Vec<(&'static str, &'static str, Value)> {
             "VoiceFunction",
             schedule("QueueTick"),
         ),
+        (
+            "recording-offload/sources/offload-job.json",
+            "RecordingOffloadFunction",
+            sqs("OffloadQueue", json!({"recordingSid": RECORDING_SID})),
+        ),
+        (
+            "recording-offload/sources/sweep.json",
+            "RecordingOffloadFunction",
+            schedule("Sweep"),
+        ),
+        (
+            "recording-offload/sources/migrate-dry-run.json",
+            "RecordingOffloadFunction",
+            json!({"migrate": {"dryRun": true, "createdAfter": "2026-01-01", "limit": 100}}),
+        ),
     ]
 }
 
@@ -460,8 +475,9 @@ async fn every_event_runs_through_its_real_function() {
     }
 }
 
-/// Each SQS and schedule event is told apart as its source by the functions'
-/// dispatcher, and its real function binary handles it without an error.
+/// Each SQS, schedule and operator event is told apart as its source by the
+/// functions' dispatcher, and its real function binary handles it without an
+/// error.
 #[tokio::test]
 async fn every_source_event_runs_through_its_real_function() {
     let stack = Stack::start_with("events-sources", Some(EVENTS_BASE_URL)).await;
@@ -471,10 +487,11 @@ async fn every_source_event_runs_through_its_real_function() {
         let event: Value = serde_json::from_str(&text).expect("JSON");
         let kind = shared::lambda::Event::classify(event).expect("classify");
         assert!(
-            matches!(
-                kind,
-                shared::lambda::Event::Sqs(_) | shared::lambda::Event::Schedule { .. }
-            ),
+            match &kind {
+                shared::lambda::Event::Sqs(_) | shared::lambda::Event::Schedule { .. } => true,
+                shared::lambda::Event::Payload(p) => p.get("migrate").is_some(),
+                shared::lambda::Event::Http(_) => false,
+            },
             "{file}: {kind:?}"
         );
         let runtime = stack.gateway.runtime(function).expect("function served");
