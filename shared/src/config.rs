@@ -187,6 +187,15 @@ impl PublicBaseUrl {
     pub fn url_for(&self, path: &str) -> String {
         format!("{}{}", self.0, path)
     }
+
+    /// [`Self::url_for`] with a form-encoded query: a callback URL that
+    /// names what it is about (Twilio signs the query with the rest).
+    pub fn url_with_query(&self, path: &str, query: &[(&str, &str)]) -> String {
+        let q = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(query)
+            .finish();
+        format!("{}{}?{q}", self.0, path)
+    }
 }
 
 impl FromStr for PublicBaseUrl {

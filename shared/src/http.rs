@@ -252,8 +252,15 @@ pub fn body_bytes(req: &Request) -> Result<&[u8], ApiError> {
 pub struct TwilioForm(Vec<(String, String)>);
 
 impl TwilioForm {
-    pub fn from_pairs(pairs: Vec<(String, String)>) -> Self {
-        Self(pairs)
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -394,12 +401,7 @@ mod tests {
 
     #[test]
     fn form_fields() {
-        let f = TwilioForm::from_pairs(vec![
-            ("A".into(), "1".into()),
-            ("E".into(), "".into()),
-            ("R".into(), "x".into()),
-            ("R".into(), "y".into()),
-        ]);
+        let f = TwilioForm::from_pairs([("A", "1"), ("E", ""), ("R", "x"), ("R", "y")]);
         assert_eq!(f.get("A"), Some("1"));
         assert_eq!(f.get("E"), None);
         assert!(f.require("Z").is_err());

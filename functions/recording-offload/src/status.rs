@@ -105,12 +105,7 @@ mod tests {
     use super::*;
 
     fn form(pairs: &[(&str, &str)]) -> TwilioForm {
-        TwilioForm::from_pairs(
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        )
+        TwilioForm::from_pairs(pairs.iter().copied())
     }
 
     #[test]

@@ -448,13 +448,10 @@ impl App {
     /// caller who is gone ends the call; another failure is returned, so the
     /// message comes back and the redirect is tried again.
     async fn redirect_to_voicemail(&self, call_id: &CallSid) -> Result<(), ApiError> {
-        let url = format!(
-            "{}?{}",
-            self.config.public_base_url.url_for(paths::VOICEMAIL),
-            form_urlencoded::Serializer::new(String::new())
-                .append_pair("callId", call_id.as_str())
-                .finish()
-        );
+        let url = self
+            .config
+            .public_base_url
+            .url_with_query(paths::VOICEMAIL, &[("callId", call_id.as_str())]);
         let update = UpdateCall {
             url: Some(url),
             ..UpdateCall::default()
@@ -885,12 +882,7 @@ mod tests {
     use super::*;
 
     fn form(pairs: &[(&str, &str)]) -> TwilioForm {
-        TwilioForm::from_pairs(
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        )
+        TwilioForm::from_pairs(pairs.iter().copied())
     }
 
     #[test]

@@ -84,14 +84,13 @@ pub fn agent_participant(
     agent: &ClientIdentity,
     caller_id: &str,
 ) -> CreateParticipant {
-    let status_url = format!(
-        "{}?{}",
-        base.url_for(paths::PARTICIPANT_STATUS),
-        form_urlencoded::Serializer::new(String::new())
-            .append_pair("callId", call.call_id.as_str())
-            .append_pair("offer", &call.offer.to_string())
-            .append_pair("agent", agent.as_str())
-            .finish()
+    let status_url = base.url_with_query(
+        paths::PARTICIPANT_STATUS,
+        &[
+            ("callId", call.call_id.as_str()),
+            ("offer", &call.offer.to_string()),
+            ("agent", agent.as_str()),
+        ],
     );
     let strings = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     CreateParticipant {
@@ -143,13 +142,9 @@ pub fn outbound_customer(
     call: &Call,
     caller_id: &str,
 ) -> CreateParticipant {
-    let status_url = format!(
-        "{}?{}",
-        base.url_for(paths::PARTICIPANT_STATUS),
-        form_urlencoded::Serializer::new(String::new())
-            .append_pair("callId", call.call_id.as_str())
-            .append_pair("leg", CUSTOMER_LABEL)
-            .finish()
+    let status_url = base.url_with_query(
+        paths::PARTICIPANT_STATUS,
+        &[("callId", call.call_id.as_str()), ("leg", CUSTOMER_LABEL)],
     );
     CreateParticipant {
         from: caller_id.to_owned(),
@@ -169,13 +164,7 @@ pub fn outbound_customer(
 /// Voicemail: the prompt, then a recording whose status callback names the
 /// call, so the offload files it under the call like its conference recording.
 pub fn voicemail(voice: &VoiceConfig, base: &PublicBaseUrl, call_id: &CallSid) -> VoiceResponse {
-    let callback = format!(
-        "{}?{}",
-        base.url_for(paths::RECORDING_STATUS),
-        form_urlencoded::Serializer::new(String::new())
-            .append_pair("callId", call_id.as_str())
-            .finish()
-    );
+    let callback = base.url_with_query(paths::RECORDING_STATUS, &[("callId", call_id.as_str())]);
     VoiceResponse::new()
         .say(Say::new(voice.voicemail_prompt.clone()))
         .record(Record {
