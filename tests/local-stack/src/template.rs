@@ -699,6 +699,19 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_default_is_a_value_not_a_missing_one() {
+        let t = Template::parse(
+            "Parameters:\n  Opt:\n    Type: String\n    Default: \"\"\n  Req:\n    Type: String\nResources: {}\n",
+        )
+        .unwrap();
+        let b = Bindings::with_pseudo("us-east-1");
+        let v: Value = serde_yaml::from_str("!Ref Opt").unwrap();
+        assert_eq!(t.resolve(&v, &b).as_deref(), Some(""));
+        let v: Value = serde_yaml::from_str("!Ref Req").unwrap();
+        assert_eq!(t.resolve(&v, &b), None, "no default: missing");
+    }
+
+    #[test]
     fn rates() {
         assert_eq!(parse_rate("rate(15 minutes)").unwrap().as_secs(), 900);
         assert_eq!(parse_rate("rate(1 hour)").unwrap().as_secs(), 3600);

@@ -228,6 +228,9 @@ async fn provisioned_table_bucket_and_queues_match_the_template() {
         }
     }
     assert!(!p.queue_url.is_empty() && !p.dlq_url.is_empty());
+    // `.local/env`'s OFFLOAD_QUEUE_URL: the offload queue, not the routing queue.
+    assert_eq!(p.queue_url, p.queues["OffloadQueue"].url);
+    assert_eq!(p.dlq_url, p.queues["OffloadDeadLetterQueue"].url);
 }
 
 #[tokio::test]
