@@ -39,8 +39,6 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("{0}")]
     UnsupportedMediaType(String),
-    #[error("{0} is not implemented yet")]
-    NotImplemented(&'static str),
     /// Twilio (or another upstream) refused or failed.
     #[error("{message}")]
     Upstream {
@@ -63,7 +61,6 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -79,7 +76,6 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
-            Self::NotImplemented(_) => "not_implemented",
             Self::Upstream { .. } => "upstream_error",
             Self::Internal(_) => "internal_error",
         }

@@ -153,7 +153,7 @@ impl App {
             "POST /twilio/hold-music" => Ok(twiml_response(&twiml::hold_music(&self.voice))),
             "POST /twilio/conference/status" => self.conference_status(&form, now).await,
             "POST /twilio/participant/status" => self.participant_status(&form, &query, now).await,
-            other => Err(ApiError::NotImplemented(other)),
+            _ => Err(ApiError::NotFound(format!("no route for {path}"))),
         }
     }
 
