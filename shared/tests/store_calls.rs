@@ -409,6 +409,31 @@ async fn a_waiting_call_goes_to_voicemail_once_and_ends_with_that_outcome() {
             .is_none(),
         "only once"
     );
+    // One delivery of the timeout redirects the caller; a duplicate does
+    // not, and a claim whose Twilio call failed can be retried once stale.
+    assert!(
+        calls::claim_voicemail_redirect(&t, &sid(40), T0)
+            .await
+            .expect("claim")
+    );
+    assert!(
+        !calls::claim_voicemail_redirect(&t, &sid(40), T0 + Duration::seconds(1))
+            .await
+            .expect("duplicate")
+    );
+    assert!(
+        calls::claim_voicemail_redirect(&t, &sid(40), T0 + Duration::seconds(31))
+            .await
+            .expect("retry after a failed redirect")
+    );
+    calls::voicemail_redirected(&t, &sid(40), T0 + Duration::seconds(32))
+        .await
+        .expect("redirected");
+    assert!(
+        !calls::claim_voicemail_redirect(&t, &sid(40), T0 + Duration::seconds(120))
+            .await
+            .expect("after the redirect")
+    );
     // An offer cannot take a call that went to voicemail.
     assert!(
         calls::offer_to_agent(&t, &sid(40), &agent("alice_1"))
@@ -434,6 +459,12 @@ async fn a_waiting_call_goes_to_voicemail_once_and_ends_with_that_outcome() {
             .await
             .expect("voicemail")
             .is_none()
+    );
+    assert!(
+        !calls::claim_voicemail_redirect(&t, &sid(41), T0)
+            .await
+            .expect("claim"),
+        "only a call in voicemail is redirected"
     );
 }
 

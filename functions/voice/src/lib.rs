@@ -444,10 +444,16 @@ impl App {
         self.redirect_to_voicemail(&call.call_id).await
     }
 
-    /// Moves the caller out of the conference to the voicemail TwiML. A
-    /// caller who is gone ends the call; another failure is returned, so the
-    /// message comes back and the redirect is tried again.
+    /// Moves the caller out of the conference to the voicemail TwiML, once
+    /// (a claim in the call item). A caller who is gone ends the call;
+    /// another failure is returned, so the message comes back and the
+    /// redirect is tried again once the claim has gone stale.
     async fn redirect_to_voicemail(&self, call_id: &CallSid) -> Result<(), ApiError> {
+        let now = OffsetDateTime::now_utc();
+        if !calls::claim_voicemail_redirect(&self.table, call_id, now).await? {
+            // Done, or being done by another delivery of the same timeout.
+            return Ok(());
+        }
         let url = self
             .config
             .public_base_url
@@ -457,7 +463,7 @@ impl App {
             ..UpdateCall::default()
         };
         match self.twilio.update_call(call_id, &update).await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(calls::voicemail_redirected(&self.table, call_id, now).await?),
             Err(e) if e.is_not_found() || e.code() == Some(21220) => {
                 // 21220: the call is not in progress any more. The caller
                 // hung up before the redirect: they abandoned the call.

@@ -478,6 +478,54 @@ pub async fn to_voicemail(table: &Table, call_id: &CallSid) -> Result<Option<Cal
     .await
 }
 
+/// How long a claimed voicemail redirect blocks others: after this, the
+/// claimant is presumed dead (or Twilio failed it) and a retry may redirect.
+const REDIRECT_CLAIM: time::Duration = time::Duration::seconds(30);
+
+/// Claims the Twilio redirect of a call sent to voicemail, so that exactly
+/// one delivery of a (duplicated) queue timeout moves the caller: a second
+/// redirect would restart the prompt under a caller already recording.
+/// `false`: already redirected, or another delivery is doing it right now.
+pub async fn claim_voicemail_redirect(
+    table: &Table,
+    call_id: &CallSid,
+    now: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let claimed = update_call(
+        table,
+        call_id,
+        "SET redirectClaimedAt = :now",
+        "#status = :voicemail AND attribute_not_exists(redirectedAt) \
+         AND (attribute_not_exists(redirectClaimedAt) OR redirectClaimedAt < :stale)",
+        &[("#status", "status")],
+        vec![
+            (":now", s(timestamp(now))),
+            (":stale", s(timestamp(now - REDIRECT_CLAIM))),
+            (":voicemail", s(CallStatus::Voicemail.as_str())),
+        ],
+    )
+    .await?;
+    Ok(claimed.is_some())
+}
+
+/// Twilio accepted the voicemail redirect: no delivery redirects again.
+pub async fn voicemail_redirected(
+    table: &Table,
+    call_id: &CallSid,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    update_call(
+        table,
+        call_id,
+        "SET redirectedAt = :now",
+        "attribute_exists(#pk)",
+        &[("#pk", keys::PK)],
+        vec![(":now", s(timestamp(now)))],
+    )
+    .await?;
+    Ok(())
+}
+
 /// The agent of offer `offer` did not answer (no-answer, busy, failed,
 /// canceled): the call goes back to `new`, ready for the next offer. `None`
 /// when that offer is not current any more (a duplicate or late callback, or
