@@ -303,9 +303,11 @@ async fn duplicated_and_reordered_conference_events_apply_once() {
     );
 
     stack.sim.hang_up(&customer).expect("caller hangs up");
+    // Completed, and its recording filed by the offload worker (the one
+    // later change to the call that is not a conference event's).
     let done = stack
-        .wait_call(&customer, "completed", |c| {
-            c.status == CallStatus::Completed
+        .wait_call(&customer, "completed, its recording filed", |c| {
+            c.status == CallStatus::Completed && !c.recording_sids.is_empty()
         })
         .await;
     assert_eq!(done.outcome.as_deref(), Some("answered"));
