@@ -307,24 +307,14 @@ async fn put_new(
     call_id: &CallSid,
     item: HashMap<String, AttributeValue>,
 ) -> Result<Created, StoreError> {
-    let result = table
-        .client()
-        .put_item()
-        .table_name(table.name())
-        .set_item(Some(item.clone()))
-        .condition_expression("attribute_not_exists(#pk)")
-        .expression_attribute_names("#pk", keys::PK)
-        .send()
-        .await;
-    match result {
-        Ok(_) => from_item(&item).map(Created::New),
-        Err(e) if is_conditional_failure(&e) => match get(table, call_id).await? {
-            Some(call) => Ok(Created::Existing(call)),
-            None => Err(StoreError::Corrupt(format!(
-                "call {call_id} exists and does not"
-            ))),
-        },
-        Err(e) => Err(StoreError::sdk(e)),
+    if table.put_if_absent(item.clone()).await? {
+        return from_item(&item).map(Created::New);
+    }
+    match get(table, call_id).await? {
+        Some(call) => Ok(Created::Existing(call)),
+        None => Err(StoreError::Corrupt(format!(
+            "call {call_id} exists and does not"
+        ))),
     }
 }
 
@@ -773,26 +763,20 @@ pub async fn mark_event_applied(
     now: OffsetDateTime,
     retention: time::Duration,
 ) -> Result<bool, StoreError> {
-    let result = table
-        .client()
-        .put_item()
-        .table_name(table.name())
-        .item(keys::PK, s(call_pk(call_id)))
-        .item(keys::SK, s(event_sk(sequence)))
-        .item("entity", s("conference-event"))
-        .item("event", s(event))
-        .item("sequence", n(sequence))
-        .item("appliedAt", s(timestamp(now)))
-        .item(keys::EXPIRES_AT, n((now + retention).unix_timestamp()))
-        .condition_expression("attribute_not_exists(#pk)")
-        .expression_attribute_names("#pk", keys::PK)
-        .send()
-        .await;
-    match result {
-        Ok(_) => Ok(true),
-        Err(e) if is_conditional_failure(&e) => Ok(false),
-        Err(e) => Err(StoreError::sdk(e)),
-    }
+    table
+        .put_if_absent(HashMap::from([
+            (keys::PK.to_owned(), s(call_pk(call_id))),
+            (keys::SK.to_owned(), s(event_sk(sequence))),
+            ("entity".to_owned(), s("conference-event")),
+            ("event".to_owned(), s(event)),
+            ("sequence".to_owned(), n(sequence)),
+            ("appliedAt".to_owned(), s(timestamp(now))),
+            (
+                keys::EXPIRES_AT.to_owned(),
+                n((now + retention).unix_timestamp()),
+            ),
+        ]))
+        .await
 }
 
 /// A participant of a call's conference.

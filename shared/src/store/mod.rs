@@ -219,6 +219,25 @@ impl Table {
         Ok(out.item)
     }
 
+    /// Writes `item` only if no item has its key: `false` when one already
+    /// did (a duplicate webhook, a retry), and nothing was written.
+    pub(crate) async fn put_if_absent(&self, item: Item) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", keys::PK)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional_failure(&e) => Ok(false),
+            Err(e) => Err(StoreError::sdk(e)),
+        }
+    }
+
     /// The first `limit` items of one partition of a sparse index, in
     /// ascending sort-key order (the index is eventually consistent).
     pub(crate) async fn query_index(

@@ -328,23 +328,13 @@ async fn put_new(
     sid: &RecordingSid,
     item: HashMap<String, AttributeValue>,
 ) -> Result<Created, StoreError> {
-    let result = table
-        .client()
-        .put_item()
-        .table_name(table.name())
-        .set_item(Some(item.clone()))
-        .condition_expression("attribute_not_exists(#pk)")
-        .expression_attribute_names("#pk", keys::PK)
-        .send()
-        .await;
-    match result {
-        Ok(_) => Ok(Created::New(from_item(&item)?)),
-        Err(e) if is_conditional_failure(&e) => get(table, sid)
-            .await?
-            .map(Created::Existing)
-            .ok_or_else(|| StoreError::Contention(format!("recording {sid}"))),
-        Err(e) => Err(StoreError::sdk(e)),
+    if table.put_if_absent(item.clone()).await? {
+        return Ok(Created::New(from_item(&item)?));
     }
+    get(table, sid)
+        .await?
+        .map(Created::Existing)
+        .ok_or_else(|| StoreError::Contention(format!("recording {sid}")))
 }
 
 /// Records a completed recording as a pending job, once: a duplicate,
