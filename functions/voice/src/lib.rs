@@ -871,9 +871,7 @@ fn query_param<'q>(query: &'q [(String, String)], name: &str) -> Result<&'q str,
 
 /// Whole seconds from a stored timestamp to `now`; 0 for an unreadable one.
 fn seconds_since(stored: &str, now: OffsetDateTime) -> i64 {
-    OffsetDateTime::parse(stored, &time::format_description::well_known::Rfc3339)
-        .map(|t| (now - t).whole_seconds())
-        .unwrap_or(0)
+    shared::store::seconds_between(stored, &shared::store::timestamp(now)).unwrap_or(0)
 }
 
 fn query_pairs(req: &Request) -> Vec<(String, String)> {

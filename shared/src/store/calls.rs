@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use time::OffsetDateTime;
 
 use super::agents::SettablePresence;
-use super::{StoreError, Table, is_conditional_failure, keys, timestamp};
+use super::{StoreError, Table, is_conditional_failure, keys, seconds_between, timestamp};
 use crate::ids::{CallSid, ClientIdentity, RecordingSid};
 
 use keys::{LIVE_CALLS, QUEUE_WAITING, call_pk, event_sk, part_sk};
@@ -585,13 +585,6 @@ pub async fn customer_joined(
         ],
     )
     .await
-}
-
-fn seconds_between(a: &str, b: &str) -> Option<i64> {
-    let fmt = time::format_description::well_known::Rfc3339;
-    let a = OffsetDateTime::parse(a, &fmt).ok()?;
-    let b = OffsetDateTime::parse(b, &fmt).ok()?;
-    Some((b - a).whole_seconds().max(0))
 }
 
 /// Ends the call once: status `completed`, end time, outcome, wait and talk

@@ -264,6 +264,15 @@ impl Table {
     }
 }
 
+/// Whole seconds from stored timestamp `a` to `b` (0 if `b` is earlier);
+/// `None` when either is unreadable.
+pub fn seconds_between(a: &str, b: &str) -> Option<i64> {
+    let fmt = time::format_description::well_known::Rfc3339;
+    let a = time::OffsetDateTime::parse(a, &fmt).ok()?;
+    let b = time::OffsetDateTime::parse(b, &fmt).ok()?;
+    Some((b - a).whole_seconds().max(0))
+}
+
 /// A fixed-width UTC timestamp with milliseconds (`2026-11-23T10:00:00.123Z`):
 /// lexicographic order is time order, which the idle-time index relies on.
 pub fn timestamp(t: time::OffsetDateTime) -> String {
